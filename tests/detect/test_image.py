@@ -1,0 +1,318 @@
+"""Decoding user image bytes: every mode Pillow hands out becomes RGB, bad input a coded InvalidImage."""
+
+from __future__ import annotations
+
+import io
+import random
+import struct
+import time
+import zlib
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from visionq.detect.image import SUPPORTED_FORMATS, DecodedImage, decode_image, probe_image
+from visionq.errors import InvalidImage
+
+LIMIT = 40_000_000
+RED = (255, 0, 0)
+WHITE = (255, 255, 255)
+
+
+def encode(image: Image.Image, fmt: str, **params: Any) -> bytes:
+    out = io.BytesIO()
+    image.save(out, fmt, **params)
+    return out.getvalue()
+
+
+def png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def crafted_png(width: int, height: int, bit_depth: int, colour_type: int, idat: bytes) -> bytes:
+    """A PNG written by hand, for what Pillow cannot save: 16-bit RGB, absurd sizes."""
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
+    )
+
+
+def noise_jpeg(width: int, height: int, **params: Any) -> bytes:
+    pixels = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return encode(Image.fromarray(pixels), "JPEG", **params)
+
+
+def with_orientation(image: Image.Image, fmt: str, orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encode(image, fmt, exif=exif, **({"lossless": True} if fmt == "WEBP" else {}))
+
+
+def palette_image(mode: str, fill: int | tuple[int, int]) -> Image.Image:
+    image = Image.new(mode, (8, 8), fill)
+    image.putpalette([255, 0, 0, 0, 0, 255])
+    return image
+
+
+def rgb16_png() -> bytes:
+    row = b"\x00" + struct.pack(">HHH", 0x1234, 0xABCD, 0xFFFF) * 8
+    return crafted_png(8, 8, 16, 2, zlib.compress(row * 8))
+
+
+def animation(fmt: str, **params: Any) -> bytes:
+    frames = [Image.new("RGB", (8, 8), RED), Image.new("RGB", (8, 8), (0, 0, 255))]
+    return encode(frames[0], fmt, save_all=True, append_images=frames[1:], **params)
+
+
+def assert_colour(decoded: DecodedImage, expected: tuple[int, int, int], tolerance: int = 0) -> None:
+    assert decoded.image.mode == "RGB"
+    actual = decoded.image.getpixel((4, 4))
+    assert isinstance(actual, tuple)
+    assert all(abs(a - e) <= tolerance for a, e in zip(actual, expected, strict=True)), actual
+
+
+def rejection(data: bytes, max_pixels: int = LIMIT) -> InvalidImage:
+    with pytest.raises(InvalidImage) as caught:
+        decode_image(data, max_pixels=max_pixels)
+    return caught.value
+
+
+CMYK_RED = (0, 255, 255, 0)
+# (the mode Pillow opens the file in, the file, the colour a viewer shows, tolerance for lossy codecs)
+MODE_CASES = [
+    ("RGB", encode(Image.new("RGB", (8, 8), RED), "JPEG"), RED, 2),
+    ("RGB", encode(Image.new("RGB", (8, 8), RED), "PNG", transparency=RED), WHITE, 0),
+    ("L", encode(Image.new("L", (8, 8), 100), "PNG"), (100, 100, 100), 0),
+    ("1", encode(Image.new("1", (8, 8), 1), "BMP"), WHITE, 0),
+    ("P", encode(palette_image("P", 0), "GIF"), RED, 0),
+    ("P", encode(palette_image("P", 0), "PNG", transparency=1), RED, 0),
+    ("P", encode(palette_image("P", 0), "PNG", transparency=0), WHITE, 0),
+    ("PA", encode(palette_image("PA", (0, 0)), "TIFF"), WHITE, 0),
+    ("RGBA", encode(Image.new("RGBA", (8, 8), (*RED, 128)), "PNG"), (255, 127, 127), 1),
+    ("LA", encode(Image.new("LA", (8, 8), (0, 0)), "PNG"), WHITE, 0),
+    ("CMYK", encode(Image.new("CMYK", (8, 8), CMYK_RED), "JPEG"), RED, 3),
+    ("CMYK", encode(Image.new("CMYK", (8, 8), CMYK_RED), "TIFF"), RED, 0),
+    ("YCbCr", encode(Image.new("RGB", (8, 8), RED).convert("YCbCr"), "TIFF"), RED, 2),
+    ("LAB", encode(Image.new("LAB", (8, 8), (255, 128, 128)), "TIFF"), WHITE, 2),
+    ("I;16B", encode(Image.new("I;16B", (8, 8), 100 * 257), "TIFF"), (100, 100, 100), 0),
+    ("I", encode(Image.new("I", (8, 8), 100 * 257), "TIFF"), (100, 100, 100), 0),
+    ("RGB", rgb16_png(), (0x12, 0xAB, 0xFF), 1),  # Pillow keeps the high byte of 16-bit RGB
+    ("RGB", encode(Image.new("RGB", (8, 8), RED), "WEBP", lossless=True), RED, 0),
+    ("P", animation("GIF"), RED, 0),
+    ("RGB", animation("WEBP", lossless=True), RED, 0),
+]
+
+
+@pytest.mark.parametrize(
+    ("mode", "data", "expected", "tolerance"),
+    MODE_CASES,
+    ids=[f"{case[0]} {Image.open(io.BytesIO(case[1])).format} #{n}" for n, case in enumerate(MODE_CASES)],
+)
+def test_every_pillow_mode_is_decoded_to_the_rgb_a_viewer_shows(
+    mode: str, data: bytes, expected: tuple[int, int, int], tolerance: int
+) -> None:
+    assert Image.open(io.BytesIO(data)).mode == mode
+
+    decoded = decode_image(data, max_pixels=LIMIT)
+
+    assert (decoded.width, decoded.height) == decoded.image.size == (8, 8)
+    assert_colour(decoded, expected, tolerance)
+
+
+@pytest.mark.parametrize("fmt", SUPPORTED_FORMATS)
+def test_each_supported_format_reports_its_name_and_content_type(fmt: str) -> None:
+    data = encode(Image.new("RGB", (30, 20), RED), fmt)
+
+    decoded = decode_image(data, max_pixels=LIMIT)
+
+    assert decoded.format == fmt
+    assert decoded.content_type == f"image/{fmt.lower()}"
+    assert probe_image(data, max_pixels=LIMIT) == (fmt, 30, 20)
+
+
+def test_a_jpeg_with_a_second_picture_opens_as_mpo_but_is_reported_as_jpeg() -> None:
+    depth_map = Image.new("RGB", (8, 8))
+    data = encode(Image.new("RGB", (8, 8), RED), "MPO", save_all=True, append_images=[depth_map])
+    assert Image.open(io.BytesIO(data)).format == "MPO"
+
+    decoded = decode_image(data, max_pixels=LIMIT)
+
+    assert (decoded.format, decoded.content_type) == ("JPEG", "image/jpeg")
+    assert_colour(decoded, RED, 2)
+
+
+def test_sixteen_bit_grayscale_png_looks_like_its_eight_bit_version() -> None:
+    eight = np.tile(np.arange(256, dtype=np.uint8), (4, 1))
+    # x257 is how 8 bits widen to 16; +100 stands for the extra precision a 16-bit source really has
+    sixteen = Image.fromarray(np.minimum(eight.astype(np.int32) * 257 + 100, 65535).astype(np.uint16))
+    data = encode(sixteen, "PNG")
+    assert Image.open(io.BytesIO(data)).mode == "I;16"
+
+    decoded = np.asarray(decode_image(data, max_pixels=LIMIT).image).astype(int)
+
+    assert np.abs(decoded - eight[:, :, None]).max() <= 1
+
+
+def test_float_tiff_is_clipped_to_0_255() -> None:
+    data = encode(Image.fromarray(np.array([[-5.0, 100.0, 300.0]], dtype=np.float32)), "TIFF")
+
+    image = decode_image(data, max_pixels=LIMIT).image
+
+    assert [image.getpixel((x, 0)) for x in range(3)] == [(0, 0, 0), (100, 100, 100), WHITE]
+
+
+def test_exif_orientation_6_swaps_the_size_and_puts_the_marker_where_the_user_sees_it() -> None:
+    stored = Image.new("RGB", (60, 40), (128, 128, 128))
+    stored.paste(RED, (0, 0, 10, 10))  # stored top-left; a 90 degree clockwise turn shows it top-right
+    data = with_orientation(stored, "JPEG", 6)
+
+    decoded = decode_image(data, max_pixels=LIMIT)
+
+    assert (decoded.width, decoded.height) == decoded.image.size == (40, 60)
+    assert probe_image(data, max_pixels=LIMIT) == ("JPEG", 40, 60)
+    top_right, top_left = decoded.image.getpixel((35, 4)), decoded.image.getpixel((4, 4))
+    assert isinstance(top_right, tuple) and isinstance(top_left, tuple)
+    assert top_right[0] > 200 and top_right[1] < 60
+    assert abs(top_left[0] - 128) < 10
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "TIFF"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_matches_imageops_exif_transpose(orientation: int, fmt: str) -> None:
+    stored = Image.fromarray(np.arange(6 * 4 * 3, dtype=np.uint8).reshape(4, 6, 3) * 2)
+    data = with_orientation(stored, fmt, orientation)
+    expected = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+
+    decoded = decode_image(data, max_pixels=LIMIT)
+
+    assert np.array_equal(np.asarray(decoded.image), np.asarray(expected))
+    assert (decoded.width, decoded.height) == expected.size
+    assert probe_image(data, max_pixels=LIMIT) == (fmt, *expected.size)
+
+
+def test_large_jpeg_with_min_size_is_decoded_smaller_but_reports_its_full_size() -> None:
+    data = encode(Image.new("RGB", (4000, 3000), RED), "JPEG")
+
+    decoded = decode_image(data, max_pixels=LIMIT, min_size=(416, 416))
+
+    assert (decoded.width, decoded.height) == (4000, 3000)
+    assert 416 <= decoded.image.width < 4000 and 416 <= decoded.image.height < 3000
+    assert decoded.image.size == (1000, 750)  # 1/4; 1/8 would leave it 375 high
+    assert decode_image(data, max_pixels=LIMIT).image.size == (4000, 3000)
+
+
+def test_min_size_is_met_in_the_orientation_the_user_sees() -> None:
+    data = with_orientation(Image.new("RGB", (4000, 2000), RED), "JPEG", 6)
+
+    decoded = decode_image(data, max_pixels=LIMIT, min_size=(1000, 500))
+
+    assert (decoded.width, decoded.height) == (2000, 4000)
+    assert decoded.image.size == (1000, 2000)  # 1/2; 1/4 would leave it 500 wide
+
+
+def test_min_size_leaves_other_formats_at_full_size() -> None:
+    data = encode(Image.new("RGB", (900, 900), RED), "PNG")
+
+    assert decode_image(data, max_pixels=LIMIT, min_size=(100, 100)).image.size == (900, 900)
+
+
+def test_zero_bytes_are_rejected_as_empty() -> None:
+    assert rejection(b"").code == "empty"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [random.Random(0).randbytes(4096), b"hello world\n" * 100, b"<svg xmlns='http://www.w3.org/2000/svg'/>"],
+    ids=["random", "text", "svg"],
+)
+def test_bytes_that_are_no_image_are_rejected_as_not_an_image(data: bytes) -> None:
+    error = rejection(data)
+
+    assert error.code == "not_an_image"
+    assert "JPEG" in error.message
+
+
+@pytest.mark.parametrize("fmt", ["ICO", "PPM", "TGA", "PCX"])
+def test_unsupported_formats_are_named_and_the_supported_ones_listed(fmt: str) -> None:
+    error = rejection(encode(Image.new("RGB", (16, 16), RED), fmt))
+
+    assert error.code == "unsupported_format"
+    assert fmt in error.message
+    assert ", ".join(SUPPORTED_FORMATS) in error.message
+
+
+@pytest.fixture(scope="module")
+def png_bomb() -> bytes:
+    """A real 30000x30000 1-bit PNG: every row compressed, ~110 KB on disk, 900 million pixels decoded."""
+    compressor = zlib.compressobj(9)
+    row = bytes(1 + 30000 // 8)
+    idat = b"".join(compressor.compress(row) for _ in range(30000)) + compressor.flush()
+    return crafted_png(30000, 30000, 1, 0, idat)
+
+
+def test_a_30000_by_30000_png_bomb_is_refused_instantly_before_decoding(png_bomb: bytes) -> None:
+    started = time.perf_counter()
+    error = rejection(png_bomb)
+    with pytest.raises(InvalidImage, match="30000x30000"):
+        probe_image(png_bomb, max_pixels=LIMIT)
+
+    assert error.code == "too_large"
+    assert time.perf_counter() - started < 0.5
+
+
+def test_one_pixel_over_max_pixels_is_too_large() -> None:
+    data = encode(Image.new("RGB", (101, 100)), "PNG")
+
+    assert rejection(data, max_pixels=10_099).code == "too_large"
+    assert decode_image(data, max_pixels=10_100).image.size == (101, 100)
+
+
+def test_the_size_limit_is_max_pixels_not_pillows_global_limit() -> None:
+    # 200 MP is past Pillow's own bomb error (2 x MAX_IMAGE_PIXELS); only the header is read.
+    data = crafted_png(20000, 10000, 1, 0, b"")
+    limit_before = Image.MAX_IMAGE_PIXELS
+
+    assert probe_image(data, max_pixels=10**9) == ("PNG", 20000, 10000)
+    assert Image.MAX_IMAGE_PIXELS == limit_before
+
+
+def test_a_gif_frame_bigger_than_its_screen_is_too_large() -> None:
+    screen = b"GIF89a" + struct.pack("<HHBBB", 10, 10, 0, 0, 0)
+    frame = b"," + struct.pack("<HHHHB", 0, 0, 20000, 20000, 0) + b"\x02\x02\x4c\x01\x00;"
+
+    assert rejection(screen + frame).code == "too_large"
+
+
+def test_truncated_jpeg_is_rejected_as_corrupt() -> None:
+    data = noise_jpeg(64, 64)
+    truncated = data[: len(data) * 2 // 3]
+    assert probe_image(truncated, max_pixels=LIMIT) == ("JPEG", 64, 64)  # the header alone is intact
+
+    error = rejection(truncated)
+
+    assert error.code == "corrupt"
+    assert "JPEG" in error.message
+
+
+def test_truncated_png_is_rejected_as_corrupt() -> None:
+    data = encode(Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64), np.uint8)), "PNG")
+
+    assert rejection(data[: len(data) // 2]).code == "corrupt"
+
+
+def test_a_damaged_header_is_rejected_as_corrupt() -> None:
+    data = encode(Image.new("RGB", (8, 8)), "PNG")
+
+    assert rejection(data[:20]).code == "corrupt"
+
+
+def test_garbage_image_data_is_rejected_as_corrupt() -> None:
+    data = crafted_png(8, 8, 8, 0, b"this is not zlib data")
+
+    assert rejection(data).code == "corrupt"
+
+
+def test_a_zero_sized_image_is_refused() -> None:
+    assert rejection(crafted_png(0, 10, 8, 0, zlib.compress(b""))).code == "corrupt"

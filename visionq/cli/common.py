@@ -1,0 +1,54 @@
+"""What every command shares: settings, consoles, and turning visionq's errors into exit codes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from visionq.config import Settings
+from visionq.detect.detector import Detector
+from visionq.errors import ModelNotFound, VisionqError
+from visionq.models import sources
+from visionq.models.cache import ModelCache
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        err.print(f"[red]invalid configuration:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@contextmanager
+def reported_errors() -> Iterator[None]:
+    """Print a visionq error as one line and exit 1, instead of a traceback."""
+    try:
+        yield
+    except VisionqError as exc:
+        err.print(f"[red]error[/red] ({exc.code}): {exc.message}")
+        raise typer.Exit(1) from exc
+
+
+def load_detector(settings: Settings, name: str, *, threads: int | None = None) -> Detector:
+    """The named model, pulled first when visionq knows where it comes from and it is missing."""
+    cache = ModelCache(settings.models_dir)
+    try:
+        return Detector.from_cache(
+            cache, name, threads=threads or settings.threads, max_pixels=settings.max_image_pixels
+        )
+    except ModelNotFound:
+        if name not in sources.SOURCES:
+            raise
+    err.print(f"model '{name}' is not in {cache.root}; pulling it")
+    cache.pull(name)
+    return Detector.from_cache(
+        cache, name, threads=threads or settings.threads, max_pixels=settings.max_image_pixels
+    )

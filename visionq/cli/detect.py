@@ -1,0 +1,76 @@
+"""`visionq detect`: run the detector in-process on image files, no queue."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from visionq import constants
+from visionq.cli.common import err, load_detector, load_settings, out, reported_errors
+from visionq.detect.annotate import annotate
+from visionq.detect.image import decode_image
+from visionq.errors import InvalidImage
+
+
+def detect(
+    images: Annotated[list[Path], typer.Argument(help="Image files.", exists=True, dir_okay=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per image per line.")] = False,
+    annotate_dir: Annotated[
+        Path | None,
+        typer.Option("--annotate", help="Write each image with its boxes drawn into this folder."),
+    ] = None,
+    conf: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Confidence threshold.")
+    ] = constants.DEFAULT_CONFIDENCE,
+    iou: Annotated[float, typer.Option(min=0.0, max=1.0, help="NMS IoU threshold.")] = constants.DEFAULT_IOU,
+    classes: Annotated[str | None, typer.Option(help="Comma-separated class names to keep.")] = None,
+    max_det: Annotated[
+        int, typer.Option(min=1, help="Most detections per image.")
+    ] = constants.DEFAULT_MAX_DETECTIONS,
+    model: Annotated[str | None, typer.Option(help="Model name; default VISIONQ_MODEL.")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="Inference threads; default all cores.")] = None,
+) -> None:
+    """Detect objects in IMAGE files with the local model."""
+    settings = load_settings()
+    wanted = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+    with reported_errors():
+        detector = load_detector(settings, model or settings.model, threads=threads)
+        if wanted:
+            detector.class_ids(wanted)  # unknown names fail once, before any image
+    if annotate_dir is not None:
+        annotate_dir.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for path in images:
+        try:
+            data = path.read_bytes()
+            result = detector.detect(data, conf=conf, iou=iou, classes=wanted, max_det=max_det)
+        except InvalidImage as exc:
+            failed += 1
+            if as_json:
+                line = {"image": str(path), "error": {"code": exc.code, "message": exc.message}}
+                out.print(json.dumps(line), soft_wrap=True)
+            err.print(f"[red]{path}[/red]: {exc.message}")
+            continue
+        if annotate_dir is not None:
+            # Drawn on the full-resolution image: detection may have decoded a reduced one.
+            full = decode_image(data, max_pixels=settings.max_image_pixels)
+            (annotate_dir / f"{path.stem}.jpg").write_bytes(annotate(full.image, result.detections))
+        if as_json:
+            out.print(json.dumps({"image": str(path), **result.to_dict()}), soft_wrap=True)
+            continue
+        table = Table(
+            "label", "confidence", "x1", "y1", "x2", "y2", title=f"{path} ({result.width}x{result.height})"
+        )
+        for d in result.detections:
+            b = d.box
+            table.add_row(
+                d.label, f"{d.confidence:.3f}", f"{b.x1:.0f}", f"{b.y1:.0f}", f"{b.x2:.0f}", f"{b.y2:.0f}"
+            )
+        out.print(table)
+        out.print(" ".join(f"{k} {v:.1f} ms" for k, v in result.timings_ms.items()))
+    if failed:
+        raise typer.Exit(1)

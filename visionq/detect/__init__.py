@@ -1,0 +1,1 @@
+"""Object detection: image bytes in, labelled boxes out, on ONNX Runtime."""

@@ -1,0 +1,220 @@
+"""Untrusted image bytes to an RGB Pillow image, refusing junk and bombs before any pixel is decoded."""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass
+from typing import IO, Final
+
+import numpy as np
+from PIL import ExifTags, Image, ImageFile
+
+from visionq.errors import InvalidImage
+
+SUPPORTED_FORMATS: Final = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+
+_CONTENT_TYPES: Final = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "BMP": "image/bmp",
+    "GIF": "image/gif",
+    "TIFF": "image/tiff",
+}
+
+# What a Pillow plugin raises to say "not my format"; Image.open moves on to the next plugin on these.
+_NOT_THIS_FORMAT: Final = (SyntaxError, IndexError, TypeError, struct.error)
+# What Pillow raises on damaged data. Warnings are listed because where they are errors (the test suite
+# runs with -W error) Pillow's "corrupt EXIF" and "malformed MPO" warnings arrive as exceptions.
+_DAMAGED: Final = (OSError, ValueError, EOFError, KeyError, *_NOT_THIS_FORMAT, Warning)
+# A few plugins (GIF frame extents, TIFF tiles, MPO frames) run Pillow's own bomb check while parsing.
+_BOMB: Final = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+
+# EXIF orientation -> the transpose viewers apply (the table ImageOps.exif_transpose uses). Doing it here
+# rather than calling exif_transpose avoids its copy of every unrotated image and its EXIF rewrite.
+_TRANSPOSE: Final = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedImage:
+    """An image ready for the detector: RGB, as the user sees it, with its full-resolution size.
+
+    `image` may be smaller than `width` x `height` when `decode_image` got `min_size` (JPEG DCT scaling).
+    """
+
+    image: Image.Image
+    width: int
+    height: int
+    format: str
+    content_type: str
+
+
+def probe_image(data: bytes, *, max_pixels: int) -> tuple[str, int, int]:
+    """Return (format, width, height) as the user sees it from the header alone; raises like decode_image."""
+    im, orientation = _open(data, max_pixels)
+    width, height = _as_seen(im.size, orientation)
+    return _format(im), width, height
+
+
+def decode_image(data: bytes, *, max_pixels: int, min_size: tuple[int, int] | None = None) -> DecodedImage:
+    """Decode `data` to RGB in the orientation the user sees; every failure is `InvalidImage` with a code.
+
+    With `min_size` (width, height as the user sees it) a large JPEG is decoded at 1/2, 1/4 or 1/8 scale,
+    still at least `min_size`, which is several times cheaper than a full decode.
+    """
+    im, orientation = _open(data, max_pixels)
+    fmt = _format(im)
+    width, height = _as_seen(im.size, orientation)
+    try:
+        if min_size is not None and fmt == "JPEG":
+            # draft() works on the stored axes, which orientations 5-8 swap.
+            want_w, want_h = min_size if orientation < 5 else (min_size[1], min_size[0])
+            im.draft(None, (max(1, want_w), max(1, want_h)))
+        im.load()
+        rgb = _to_rgb(im)
+        if orientation in _TRANSPOSE:
+            rgb = rgb.transpose(_TRANSPOSE[orientation])
+    except _BOMB as exc:
+        raise _too_large(exc) from exc
+    except _DAMAGED as exc:
+        raise InvalidImage(f"The {fmt} image is corrupt or truncated ({exc}).", code="corrupt") from exc
+    return DecodedImage(rgb, width, height, fmt, _CONTENT_TYPES[fmt])
+
+
+def _open(data: bytes, max_pixels: int) -> tuple[ImageFile.ImageFile, int]:
+    """Parse the header with the plugin of a supported format, check the size, read the EXIF orientation."""
+    if not data:
+        raise InvalidImage("The image is empty (0 bytes).", code="empty")
+    # Loads every plugin once, so that WEBP and TIFF are registered and unsupported formats can be named.
+    Image.init()
+    fp = io.BytesIO(data)
+    prefix = data[:16]
+    im = _open_supported(fp, prefix)
+    if im is None:
+        raise _unsupported_or_unknown(fp, prefix)
+    width, height = im.size
+    if width <= 0 or height <= 0:
+        raise InvalidImage(f"The image has no pixels ({width}x{height}).", code="corrupt")
+    if width * height > max_pixels:
+        raise InvalidImage(
+            f"The image is {width}x{height} ({width * height:,} pixels), "
+            f"more than the limit of {max_pixels:,} pixels.",
+            code="too_large",
+        )
+    return im, _orientation(im)
+
+
+def _open_supported(fp: IO[bytes], prefix: bytes) -> ImageFile.ImageFile | None:
+    # Calling the plugins ourselves rather than Image.open skips its check against Pillow's global
+    # MAX_IMAGE_PIXELS (a warning above 89 MP, an error above 179 MP): only `max_pixels` decides.
+    for fmt in SUPPORTED_FORMATS:
+        if fmt not in Image.OPEN:  # a build without that plugin
+            continue
+        factory, accept = Image.OPEN[fmt]
+        verdict = accept(prefix) if accept is not None else True
+        if isinstance(verdict, str):  # Pillow knows the format but was built without its codec
+            raise InvalidImage(f"{fmt} images cannot be read here: {verdict}.", code="unsupported_format")
+        if not verdict:
+            continue
+        fp.seek(0)
+        try:
+            return factory(fp, "")
+        except _BOMB as exc:
+            raise _too_large(exc) from exc
+        except _DAMAGED as exc:
+            msg = f"The data starts like a {fmt} image but its header is damaged ({exc})."
+            raise InvalidImage(msg, code="corrupt") from exc
+    return None
+
+
+def _unsupported_or_unknown(fp: IO[bytes], prefix: bytes) -> InvalidImage:
+    supported = ", ".join(SUPPORTED_FORMATS)
+    for fmt in Image.ID:
+        if fmt not in SUPPORTED_FORMATS and fmt != "MPO" and _claimed_by(fmt, fp, prefix):
+            msg = f"{fmt} images are not supported; send one of {supported}."
+            return InvalidImage(msg, code="unsupported_format")
+    return InvalidImage(f"The data is not an image (supported formats: {supported}).", code="not_an_image")
+
+
+def _claimed_by(fmt: str, fp: IO[bytes], prefix: bytes) -> bool:
+    factory, accept = Image.OPEN[fmt]
+    verdict = accept(prefix) if accept is not None else True
+    if not verdict or isinstance(verdict, str):
+        return bool(verdict)
+    fp.seek(0)
+    try:
+        factory(fp, "")
+    except _NOT_THIS_FORMAT:
+        return False
+    except Exception:
+        return True  # Image.open, too, takes any other error as "this plugin claimed the file"
+    return True
+
+
+def _orientation(im: ImageFile.ImageFile) -> int:
+    # PngImageFile.getexif() decodes every pixel to find an eXIf chunk placed after the image data. Only
+    # one before it counts here (where the PNG spec puts it): probing stays header-only and agrees with
+    # decoding.
+    if im.format == "PNG" and "exif" not in im.info:
+        return 1
+    # Pillow's TIFF plugin applies the Orientation tag itself: the size it reports is already turned and
+    # load() transposes the pixels, so applying it again would turn the image twice.
+    if im.format == "TIFF":
+        return 1
+    try:
+        value = im.getexif().get(ExifTags.Base.Orientation, 1)
+    except _DAMAGED:
+        return 1  # viewers show images with unreadable EXIF unrotated, so boxes must match that
+    return value if isinstance(value, int) and value in _TRANSPOSE else 1
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    mode = im.mode
+    if mode.startswith("I;16") or mode == "I":
+        return _sixteen_bit_to_rgb(im)
+    if im.has_transparency_data:
+        return _over_white(im if mode == "RGBA" else im.convert("RGBA"))
+    if mode == "RGB":
+        return im
+    # Covers L, 1, P, CMYK (Pillow undoes Adobe's inversion), YCbCr, LAB, HSV, and F (clipped to 0..255).
+    return im.convert("RGB")
+
+
+def _sixteen_bit_to_rgb(im: Image.Image) -> Image.Image:
+    # Pillow's convert() clips at 255, which turns almost every 16-bit image white. Undo the PNG spec's
+    # 8 -> 16 bit scaling (x257) instead, so a 16-bit image looks like its 8-bit version.
+    values = np.asarray(im)
+    if im.mode == "I":
+        values = np.clip(values, 0, 65535)
+    gray = ((values.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    return Image.fromarray(gray).convert("RGB")
+
+
+def _over_white(rgba: Image.Image) -> Image.Image:
+    # Viewers show transparency over a white page; dropping alpha instead would show whatever colour the
+    # transparent pixels happen to hold, usually black.
+    page = Image.new("RGB", rgba.size, (255, 255, 255))
+    page.paste(rgba, (0, 0), rgba)
+    return page
+
+
+def _format(im: ImageFile.ImageFile) -> str:
+    # Phone JPEGs that carry a second picture (a depth map, a gain map) open as "MPO"; they are JPEG files.
+    return "JPEG" if im.format == "MPO" else str(im.format)
+
+
+def _as_seen(size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    return (size[1], size[0]) if orientation >= 5 else size
+
+
+def _too_large(bomb: Exception) -> InvalidImage:
+    return InvalidImage(f"The image is too large to decode safely ({bomb}).", code="too_large")

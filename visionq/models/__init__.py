@@ -1,0 +1,1 @@
+"""Models: where they come from (PyPI), how they become ONNX, and the cache they live in."""

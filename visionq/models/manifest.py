@@ -1,0 +1,51 @@
+"""A model's manifest: everything the detector needs besides the ONNX graph itself."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Family = Literal["darknet", "yolov5", "yolov8"]
+Preprocess = Literal["resize", "letterbox"]
+
+
+class InputSpec(BaseModel):
+    """The network input and how an image is fitted into it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    # Darknet trains and infers on a plain resize; Ultralytics on a letterbox (aspect kept, grey padding).
+    preprocess: Preprocess
+
+
+class HeadSpec(BaseModel):
+    """One Darknet [yolo] head: the graph output holding it and its decoding constants."""
+
+    model_config = ConfigDict(frozen=True)
+
+    output: str
+    anchors: list[tuple[float, float]]
+    classes: int
+    scale_x_y: float = 1.0
+    new_coords: bool = False
+    stride: int
+
+
+class Manifest(BaseModel):
+    """Written beside model.onnx as manifest.json."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    family: Family
+    input: InputSpec
+    classes: list[str]
+    heads: list[HeadSpec] = Field(default_factory=list)
+    source: str
+    license: str | None = None
+    sha256: dict[str, str] = Field(default_factory=dict, description="of model.onnx and of the source files")
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
