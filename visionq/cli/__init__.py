@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from visionq.cli import bench, detect, models
+from visionq.cli import bench, detect, models, serve, up
 
 app = typer.Typer(
     name="visionq",
@@ -16,6 +16,11 @@ app = typer.Typer(
 app.add_typer(models.app, name="models")
 app.add_typer(bench.app, name="bench")
 app.command("detect")(detect.detect)
+app.command("api")(serve.api)
+app.command("worker")(serve.worker)
+app.command("beat")(serve.beat)
+app.command("flower")(serve.flower)
+app.command("up")(up.up)
 
 
 def main() -> None:

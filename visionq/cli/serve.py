@@ -1,0 +1,73 @@
+"""`visionq api|worker|beat|flower`: the job service's processes, one command each."""
+
+from __future__ import annotations
+
+import socket
+from typing import Annotated
+
+import typer
+
+from visionq import constants
+from visionq.cli.common import load_settings
+
+
+def api(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
+) -> None:
+    """The HTTP API (FastAPI on uvicorn); OpenAPI docs at /docs."""
+    import uvicorn
+
+    load_settings()  # fail early, with a readable message, on a bad configuration
+    uvicorn.run(
+        "visionq.api.app:create_default_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        proxy_headers=True,
+        log_level="info",
+    )
+
+
+def worker(
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Child processes, each with its own model; default: cores.")
+    ] = None,
+    queues: Annotated[str, typer.Option(help="Comma-separated queues to consume.")] = constants.QUEUE,
+    name: Annotated[str | None, typer.Option(help="Node name; default visionq@<hostname>.")] = None,
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+) -> None:
+    """A Celery worker (prefork pool): each child loads the model once and warms it up."""
+    from visionq.detect.detector import available_cores
+    from visionq.worker.celery_app import app
+
+    argv = ["worker", "--pool", "prefork", "--queues", queues, "--loglevel", loglevel]
+    argv += ["--concurrency", str(concurrency or available_cores())]
+    argv += ["--hostname", name or f"visionq@{socket.gethostname()}"]
+    app.worker_main(argv)
+
+
+def beat(loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO") -> None:
+    """Celery beat: schedules the purge of expired jobs (run exactly one per deployment)."""
+    from visionq.worker.celery_app import app
+
+    settings = load_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    schedule = settings.data_dir / "celerybeat-schedule"
+    app.start(["beat", "--loglevel", loglevel, "--schedule", str(schedule)])
+
+
+def flower(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 5555,
+) -> None:
+    """Flower, to watch workers and tasks; basic auth when VISIONQ_FLOWER_BASIC_AUTH is set."""
+    from visionq.worker.celery_app import app
+
+    settings = load_settings()
+    argv = ["flower", f"--address={host}", f"--port={port}"]
+    if settings.flower_basic_auth is not None:
+        argv.append(f"--basic-auth={settings.flower_basic_auth.get_secret_value()}")
+    app.start(argv)

@@ -1,0 +1,131 @@
+"""`visionq up`: api + worker + beat + flower on one machine, as one supervised group."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+import typer
+
+from visionq.cli.common import err, load_settings, out, reported_errors
+from visionq.config import Settings
+from visionq.detect.detector import available_cores
+from visionq.models.cache import ModelCache
+
+# Seconds the group gets to stop on SIGTERM before what is left is killed.
+_STOP_GRACE_S = 15.0
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class _Child:
+    name: str
+    argv: list[str]
+    process: subprocess.Popen[bytes] | None = None
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM if `visionq up` dies, even by SIGKILL (Linux)."""
+    os.setsid()  # its own process group, so stopping it stops its children (prefork pool) too
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: the signal handlers below still stop the group on Ctrl-C and SIGTERM
+
+
+def up(
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Worker child processes; default: cores.")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address the API and Flower listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="API port.")] = 8000,
+    flower_port: Annotated[int, typer.Option(help="Flower port.")] = 5555,
+) -> None:
+    """Pull the model if missing, then run api, worker, beat and flower until Ctrl-C or SIGTERM."""
+    settings = load_settings()
+    with reported_errors():
+        _prepare(settings)
+    me = [sys.executable, "-m", "visionq"]
+    concurrency = workers or available_cores()
+    children = [
+        _Child("api", [*me, "api", "--host", host, "--port", str(port)]),
+        _Child("worker", [*me, "worker", "--concurrency", str(concurrency)]),
+        _Child("beat", [*me, "beat"]),
+        _Child("flower", [*me, "flower", "--host", host, "--port", str(flower_port)]),
+    ]
+    stopping = False
+
+    def request_stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    for child in children:
+        child.process = subprocess.Popen(child.argv, preexec_fn=_die_with_parent)
+    broker = "filesystem (embedded)" if settings.embedded_broker else "external"
+    out.print(f"visionq is up: API http://{host}:{port} (docs at /docs), Flower http://{host}:{flower_port}")
+    out.print(f"{concurrency} worker process(es), {broker} broker, data in {settings.data_dir.resolve()}")
+    out.print("Ctrl-C stops everything.")
+    failed = _supervise(children, lambda: stopping)
+    _stop(children)
+    if failed:
+        err.print(f"[red]{failed} exited unexpectedly; stopped the others[/red]")
+        raise typer.Exit(1)
+
+
+def _prepare(settings: Settings) -> None:
+    from visionq.store.db import create_engine_for, migrate
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    cache = ModelCache(settings.models_dir)
+    if not cache.has(settings.model):
+        out.print(f"pulling model {settings.model} into {cache.root}")
+        cache.pull(settings.model)
+    engine = create_engine_for(settings.resolved_database_url)
+    try:
+        migrate(engine)  # once here, so the four processes do not race to create the tables
+    finally:
+        engine.dispose()
+
+
+def _supervise(children: list[_Child], stopping: Callable[[], bool]) -> str | None:
+    """Wait until asked to stop or a child dies; returns the name of a child that died."""
+    while not stopping():
+        for child in children:
+            assert child.process is not None
+            if child.process.poll() is not None:
+                return child.name
+        time.sleep(0.2)
+    return None
+
+
+def _stop(children: list[_Child]) -> None:
+    """SIGTERM every child's process group, wait, then SIGKILL what is left: no orphans."""
+    for child in children:
+        _signal_group(child, signal.SIGTERM)
+    deadline = time.monotonic() + _STOP_GRACE_S
+    for child in children:
+        assert child.process is not None
+        try:
+            child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            err.print(f"{child.name} did not stop in {_STOP_GRACE_S:.0f} s; killing it")
+        _signal_group(child, signal.SIGKILL)  # its pool children, even if the leader is gone
+        child.process.wait()
+
+
+def _signal_group(child: _Child, signum: int) -> None:
+    assert child.process is not None
+    try:
+        os.killpg(child.process.pid, signum)
+    except ProcessLookupError:
+        pass
