@@ -1,0 +1,380 @@
+"""JobStore on SQLite and PostgreSQL: lifecycle, exactly-once results, pagination and clean-up."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import OperationalError
+
+from tests.store.conftest import FakeClock
+from visionq.errors import InvalidRequest
+from visionq.store.db import create_engine_for
+from visionq.store.jobs import JobStore
+from visionq.store.models import ImageRow
+from visionq.store.status import JobStatus
+from visionq.store.types import ImageIn, Job
+
+PARAMS = {"conf": 0.25, "iou": 0.45, "classes": None, "max_det": 300}
+
+
+def make_image(content: bytes = b"\x89PNG fake image") -> ImageIn:
+    return ImageIn.of(content, content_type="image/png", width=640, height=480)
+
+
+def make_job(store: JobStore, image: ImageIn | None = None) -> Job:
+    return store.create(image=image or make_image(), model="yolov4-tiny", params=PARAMS)
+
+
+def image_count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(ImageRow)).scalar_one()
+
+
+def finished(store: JobStore, status: JobStatus) -> Job:
+    """A job that reached `status` the way the worker or the API gets it there."""
+    job = make_job(store)
+    if status is JobStatus.CANCELLED:
+        assert store.cancel(job.id) is not None
+    else:
+        assert store.claim(job.id, worker="w1") is not None
+        if status is JobStatus.SUCCEEDED:
+            assert store.succeed(job.id, detections=[], timings_ms={})
+        else:
+            assert store.fail(job.id, code="invalid_image", message="truncated")
+    got = store.get(job.id)
+    assert got is not None
+    return got
+
+
+def test_a_created_job_is_queued_and_reads_back_with_its_image_metadata(store: JobStore) -> None:
+    image = make_image()
+    job = make_job(store, image)
+
+    assert job.status is JobStatus.QUEUED
+    assert uuid.UUID(job.id).version == 4
+    assert (job.model, job.params, job.attempts, job.worker) == ("yolov4-tiny", PARAMS, 0, None)
+    assert (job.image_sha256, job.image_content_type, job.image_width, job.image_height) == (
+        image.sha256,
+        "image/png",
+        640,
+        480,
+    )
+    assert job.image_size_bytes == len(image.data)
+    assert job.detections is None and job.timings_ms is None and job.error_code is None
+    assert job.started_at is None and job.finished_at is None
+    assert store.get(job.id) == job
+    assert store.get(job.id.upper()) == job
+    assert store.image_data(image.sha256) == image.data
+
+
+@pytest.mark.parametrize("job_id", [str(uuid.uuid4()), "not-a-uuid", ""])
+def test_get_of_an_unknown_or_malformed_id_returns_none(store: JobStore, job_id: str) -> None:
+    assert store.get(job_id) is None
+
+
+def test_the_same_image_uploaded_twice_is_stored_once(store: JobStore, engine: Engine) -> None:
+    first, second = make_job(store), make_job(store)
+
+    assert first.id != second.id and first.image_sha256 == second.image_sha256
+    assert image_count(engine) == 1
+
+
+def test_racing_uploads_of_the_same_new_image_all_succeed(store: JobStore, engine: Engine) -> None:
+    barrier = threading.Barrier(6)
+
+    def upload(_: int) -> Job:
+        barrier.wait()
+        return make_job(store, make_image(b"same new image"))
+
+    with ThreadPoolExecutor(6) as pool:
+        jobs = list(pool.map(upload, range(6)))
+
+    assert len({job.id for job in jobs}) == 6
+    assert image_count(engine) == 1
+
+
+def test_creating_and_deleting_jobs_on_one_image_at_once_never_fails_nor_leaks(
+    store: JobStore, engine: Engine
+) -> None:
+    # On PostgreSQL a delete can remove the image between a create's existence check and its insert,
+    # and a create can reference it while a delete removes it; both must be absorbed.
+    image = make_image(b"contended")
+
+    def churn(_: int) -> None:
+        for _ in range(40):
+            job = make_job(store, image)
+            assert store.cancel(job.id) is not None
+            assert store.delete(job.id)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(churn, range(4)))
+
+    assert image_count(engine) == 0
+    assert store.list(limit=1) == ([], None)
+
+
+@pytest.mark.parametrize("tick", [timedelta(milliseconds=1), timedelta(0)], ids=["distinct", "same-time"])
+def test_list_pages_newest_first_without_gaps_or_repeats(
+    store: JobStore, clock: FakeClock, tick: timedelta
+) -> None:
+    clock.step = tick
+    created = [make_job(store) for _ in range(7)]
+    expected = sorted(created, key=lambda j: (j.created_at, j.id), reverse=True)
+
+    pages: list[list[Job]] = []
+    cursor: str | None = None
+    while True:
+        page, cursor = store.list(limit=3, cursor=cursor)
+        pages.append(page)
+        if cursor is None:
+            break
+
+    assert [len(page) for page in pages] == [3, 3, 1]
+    assert [job.id for page in pages for job in page] == [job.id for job in expected]
+
+
+def test_a_full_last_page_has_no_next_cursor(store: JobStore) -> None:
+    for _ in range(2):
+        make_job(store)
+
+    page, cursor = store.list(limit=2)
+
+    assert len(page) == 2 and cursor is None
+
+
+def test_list_filters_by_status(store: JobStore) -> None:
+    queued = make_job(store)
+    running = make_job(store)
+    store.claim(running.id, worker="w1")
+
+    assert [j.id for j in store.list(status=JobStatus.QUEUED, limit=10)[0]] == [queued.id]
+    assert [j.id for j in store.list(status=JobStatus.RUNNING, limit=10)[0]] == [running.id]
+    assert store.list(status=JobStatus.FAILED, limit=10) == ([], None)
+
+
+def _b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode()
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "%%%",
+        _b64("no separator"),
+        _b64(f"yesterday|{uuid.uuid4()}"),
+        _b64("2025-01-01T00:00:00+00:00|not-a-uuid"),
+        _b64(f"2025-01-01T00:00:00|{uuid.uuid4()}"),  # naive
+        base64.urlsafe_b64encode(b"\xff\xfe").decode(),
+    ],
+)
+def test_a_malformed_cursor_is_an_invalid_request(store: JobStore, cursor: str) -> None:
+    with pytest.raises(InvalidRequest, match="cursor"):
+        store.list(limit=10, cursor=cursor)
+
+
+def test_a_limit_below_one_is_an_invalid_request(store: JobStore) -> None:
+    with pytest.raises(InvalidRequest, match="limit"):
+        store.list(limit=0)
+
+
+def test_claim_moves_a_queued_job_to_running_on_that_worker(store: JobStore) -> None:
+    job = make_job(store)
+
+    claimed = store.claim(job.id, worker="host-a")
+
+    assert claimed is not None
+    assert (claimed.status, claimed.attempts, claimed.worker) == (JobStatus.RUNNING, 1, "host-a")
+    assert claimed.started_at is not None and claimed.started_at > job.created_at
+    assert store.get(job.id) == claimed
+
+
+def test_a_redelivered_running_job_is_claimed_again_with_one_more_attempt(store: JobStore) -> None:
+    job = make_job(store)
+    first = store.claim(job.id, worker="host-a")
+
+    again = store.claim(job.id, worker="host-b")
+
+    assert first is not None and again is not None and first.started_at is not None
+    assert (again.status, again.attempts, again.worker) == (JobStatus.RUNNING, 2, "host-b")
+    assert again.started_at is not None and again.started_at > first.started_at
+
+
+@pytest.mark.parametrize("status", [JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED])
+def test_claim_of_a_finished_job_returns_none_and_changes_nothing(store: JobStore, status: JobStatus) -> None:
+    job = finished(store, status)
+
+    assert store.claim(job.id, worker="late") is None
+    assert store.get(job.id) == job
+
+
+def test_claim_of_a_missing_job_returns_none(store: JobStore) -> None:
+    assert store.claim(str(uuid.uuid4()), worker="w") is None
+    assert store.claim("nonsense", worker="w") is None
+
+
+def test_of_many_racing_claims_exactly_one_is_the_first_delivery(store: JobStore) -> None:
+    job = make_job(store)
+    workers = 8
+    barrier = threading.Barrier(workers)
+
+    def claim(n: int) -> Job | None:
+        barrier.wait()
+        return store.claim(job.id, worker=f"w{n}")
+
+    with ThreadPoolExecutor(workers) as pool:
+        claims = list(pool.map(claim, range(workers)))
+
+    attempts = sorted(c.attempts for c in claims if c is not None)
+    assert attempts == list(range(1, workers + 1))
+    final = store.get(job.id)
+    assert final is not None and final.attempts == workers
+
+
+def test_a_result_is_recorded_once_and_a_second_succeed_changes_nothing(store: JobStore) -> None:
+    job = make_job(store)
+    store.claim(job.id, worker="w1")
+    detections = [
+        {"label": "dog", "class_id": 16, "confidence": 0.9, "box": {"x1": 1.5, "y1": 2, "x2": 3, "y2": 4}}
+    ]
+
+    assert store.succeed(job.id, detections=detections, timings_ms={"inference": 12.5})
+    done = store.get(job.id)
+    assert store.succeed(job.id, detections=[], timings_ms={"inference": 1.0}) is False
+    assert store.fail(job.id, code="late", message="second delivery") is False
+
+    assert done is not None and store.get(job.id) == done
+    assert done.status is JobStatus.SUCCEEDED
+    assert (done.detections, done.timings_ms) == (detections, {"inference": 12.5})
+    assert done.finished_at is not None and done.started_at is not None
+    assert done.finished_at > done.started_at
+
+
+def test_fail_records_the_error_of_a_running_job_only(store: JobStore) -> None:
+    job = make_job(store)
+    assert store.fail(job.id, code="invalid_image", message="truncated") is False  # still queued
+    store.claim(job.id, worker="w1")
+
+    assert store.fail(job.id, code="invalid_image", message="truncated", timings_ms={"decode": 0.5})
+
+    failed = store.get(job.id)
+    assert failed is not None and failed.status is JobStatus.FAILED
+    assert (failed.error_code, failed.error_message) == ("invalid_image", "truncated")
+    assert (failed.timings_ms, failed.detections) == ({"decode": 0.5}, None)
+
+
+def test_cancel_cancels_a_queued_job_which_then_cannot_be_claimed_or_finished(store: JobStore) -> None:
+    job = make_job(store)
+
+    cancelled = store.cancel(job.id)
+
+    assert cancelled is not None and cancelled.status is JobStatus.CANCELLED
+    assert cancelled.finished_at is not None
+    assert store.cancel(job.id) is None
+    assert store.claim(job.id, worker="w1") is None
+    assert store.succeed(job.id, detections=[], timings_ms={}) is False
+    assert store.get(job.id) == cancelled
+
+
+def test_cancel_leaves_a_running_job_alone(store: JobStore) -> None:
+    job = make_job(store)
+    running = store.claim(job.id, worker="w1")
+
+    assert store.cancel(job.id) is None
+    assert store.get(job.id) == running
+
+
+def test_delete_removes_a_finished_job_and_its_orphaned_image_but_keeps_a_shared_one(
+    store: JobStore, engine: Engine
+) -> None:
+    shared = make_image(b"shared")
+    first = finished(store, JobStatus.CANCELLED)
+    a = store.create(image=shared, model="m", params={})
+    b = store.create(image=shared, model="m", params={})
+    store.cancel(a.id)
+    store.cancel(b.id)
+
+    assert store.delete(first.id)
+    assert store.get(first.id) is None and store.image_data(first.image_sha256) is None
+    assert store.delete(a.id)
+    assert store.image_data(shared.sha256) == shared.data
+    assert store.delete(b.id)
+    assert image_count(engine) == 0
+    assert store.delete(b.id) is False
+
+
+def test_delete_refuses_a_job_that_is_not_finished(store: JobStore) -> None:
+    queued = make_job(store)
+    running = make_job(store, make_image(b"other"))
+    store.claim(running.id, worker="w1")
+
+    assert store.delete(queued.id) is False and store.delete(running.id) is False
+    assert store.get(queued.id) is not None and store.get(running.id) is not None
+
+
+def test_discard_removes_a_job_in_any_state_and_its_orphaned_image(store: JobStore, engine: Engine) -> None:
+    queued = make_job(store)
+    running = make_job(store, make_image(b"other"))
+    store.claim(running.id, worker="w1")
+
+    assert store.discard(queued.id) and store.discard(running.id)
+    assert store.get(queued.id) is None and store.get(running.id) is None
+    assert image_count(engine) == 0
+    assert store.discard(queued.id) is False
+
+
+def test_purge_deletes_only_jobs_finished_before_the_cutoff(
+    store: JobStore, clock: FakeClock, engine: Engine
+) -> None:
+    shared = make_image(b"shared")
+    old = [finished(store, s) for s in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)]
+    old_shared = store.create(image=shared, model="m", params={})
+    store.cancel(old_shared.id)
+    still_queued = make_job(store, make_image(b"queued"))
+    clock.advance(timedelta(days=1))
+    cutoff = clock()
+    recent = store.create(image=shared, model="m", params={})
+    store.cancel(recent.id)
+
+    assert store.purge(finished_before=cutoff, batch_size=2) == 4
+
+    assert all(store.get(job.id) is None for job in [*old, old_shared])
+    assert store.get(still_queued.id) is not None and store.get(recent.id) is not None
+    assert image_count(engine) == 2  # the queued job's and the shared one
+    assert store.purge(finished_before=cutoff) == 0
+
+
+def test_timestamps_are_aware_utc_whatever_the_clock_zone(engine: Engine) -> None:
+    store_default = JobStore(engine)
+    plus_two = timezone(timedelta(hours=2))
+    store_cest = JobStore(engine, clock=lambda: datetime(2025, 6, 1, 14, 0, tzinfo=plus_two))
+
+    job = make_job(store_default)
+    store_default.claim(job.id, worker="w1")
+    store_default.succeed(job.id, detections=[], timings_ms={})
+    other = make_job(store_cest, make_image(b"other"))
+
+    done = store_default.get(job.id)
+    assert done is not None and done.started_at is not None and done.finished_at is not None
+    for stamp in (done.created_at, done.started_at, done.finished_at, other.created_at):
+        assert stamp.tzinfo is UTC
+    assert abs(done.created_at - datetime.now(UTC)) < timedelta(minutes=1)
+    assert other.created_at == datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def test_ping_succeeds_on_a_live_database(store: JobStore) -> None:
+    store.ping()
+
+
+def test_ping_raises_when_the_database_is_unreachable() -> None:
+    engine = create_engine_for("postgresql+psycopg://postgres@127.0.0.1:1/nowhere?connect_timeout=2")
+    try:
+        with pytest.raises(OperationalError):
+            JobStore(engine).ping()
+    finally:
+        engine.dispose()

@@ -1,0 +1,114 @@
+"""Engines for PostgreSQL and SQLite, and the schema migration every process runs at start-up."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event, func, select
+from sqlalchemy.engine import URL, make_url
+
+from visionq.errors import InvalidRequest
+
+# SQLite waits this long for another process's write lock before giving up with "database is locked":
+# longer than any single visionq transaction or migration, short enough to surface a stuck process.
+SQLITE_BUSY_TIMEOUT_S = 30
+
+# Execution option naming how a SQLite transaction begins. Writes take the write lock up front
+# (IMMEDIATE): a DEFERRED transaction that reads and then writes fails at once with SQLITE_BUSY when
+# another writer got in between, and the busy timeout cannot help it. Pure reads opt into DEFERRED.
+SQLITE_BEGIN = "visionq_sqlite_begin"
+
+# Key of the PostgreSQL advisory lock serialising migrations across processes ("visionq" in ASCII).
+_MIGRATION_LOCK_KEY = 0x7669_7369_6F6E_71
+
+_MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def create_engine_for(url: str) -> Engine:
+    """An engine for a PostgreSQL (psycopg 3) or SQLite URL, set up for many processes sharing the DB."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return create_engine(parsed, pool_pre_ping=True)
+    if backend == "sqlite":
+        return _sqlite_engine(parsed)
+    raise InvalidRequest(f"unsupported database URL {parsed!r}: use postgresql:// or sqlite://")
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    database = url.database or ""
+    in_memory = database in ("", ":memory:") or url.query.get("mode") == "memory"
+    if not in_memory and not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S})
+    event.listen(engine, "connect", _on_sqlite_connect)
+    event.listen(engine, "begin", _on_sqlite_begin)
+    return engine
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # sqlite3 would open transactions itself (and break SAVEPOINTs); _on_sqlite_begin does it instead.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
+        _enable_wal(cursor)
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+
+
+def _enable_wal(cursor: Any) -> None:
+    """WAL lets readers (the API) run while a writer (a worker) commits; the mode sticks to the file.
+
+    Switching a new file to WAL while another process does the same fails at once with "database is
+    locked" (SQLite does not call the busy handler there), so it is retried like the busy timeout would.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _on_sqlite_begin(connection: Connection) -> None:
+    mode = connection.get_execution_options().get(SQLITE_BEGIN, "IMMEDIATE")
+    connection.exec_driver_sql(f"BEGIN {'DEFERRED' if mode == 'DEFERRED' else 'IMMEDIATE'}")
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """Alembic's configuration built in code, so no alembic.ini is needed at runtime."""
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS_DIR))
+    config.set_main_option("path_separator", "os")
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def lock_for_migration(connection: Connection) -> None:
+    """Hold, until `connection`'s transaction ends, the lock that lets one process migrate at a time.
+
+    PostgreSQL: a transaction-scoped advisory lock. SQLite: the transaction already holds the write lock
+    (it began IMMEDIATE), which other processes wait for.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK_KEY)))
+
+
+def migrate(engine: Engine) -> None:
+    """Upgrade the schema to the newest revision; safe to call from several processes at once."""
+    with engine.begin() as connection:
+        lock_for_migration(connection)
+        command.upgrade(alembic_config(connection), "head")

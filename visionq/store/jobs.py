@@ -1,0 +1,267 @@
+"""JobStore: every read and state change of a job, each in its own short transaction."""
+
+from __future__ import annotations
+
+import builtins
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Row, Select, delete, insert, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
+
+from visionq.errors import InvalidRequest
+from visionq.store import images
+from visionq.store.cursor import decode_cursor, encode_cursor
+from visionq.store.db import SQLITE_BEGIN
+from visionq.store.models import ImageRow, JobRow
+from visionq.store.status import TERMINAL_STATUSES, JobStatus
+from visionq.store.types import ImageIn, Job, canonical_job_id
+
+# Jobs deleted per purge transaction: keeps each transaction's locks and WAL growth small while a big
+# backlog is worked through; at most this many images' bytes are freed at once.
+PURGE_BATCH = 500
+
+# How often create() retries when an image it relied on was deleted by a concurrent delete/purge.
+_CREATE_ATTEMPTS = 3
+
+_TERMINAL = [s.value for s in TERMINAL_STATUSES]
+_CLAIMABLE = [JobStatus.QUEUED.value, JobStatus.RUNNING.value]
+
+
+def utc_now() -> datetime:
+    """The store's default clock."""
+    return datetime.now(UTC)
+
+
+_JOB_COLUMNS = (
+    JobRow.id,
+    JobRow.status,
+    JobRow.model,
+    JobRow.params,
+    JobRow.image_sha256,
+    ImageRow.content_type.label("image_content_type"),
+    ImageRow.width.label("image_width"),
+    ImageRow.height.label("image_height"),
+    ImageRow.size_bytes.label("image_size_bytes"),
+    JobRow.detections,
+    JobRow.timings_ms,
+    JobRow.error_code,
+    JobRow.error_message,
+    JobRow.attempts,
+    JobRow.worker,
+    JobRow.created_at,
+    JobRow.started_at,
+    JobRow.finished_at,
+)
+
+
+class JobStore:
+    """The job table, the single source of truth for job state.
+
+    Timestamps come from `clock` (the caller's machine, not the database server), always aware UTC.
+    `started_at` is set on every delivery, so with `worker` and `attempts` it describes the latest attempt.
+    """
+
+    def __init__(self, engine: Engine, *, clock: Callable[[], datetime] = utc_now) -> None:
+        self._engine = engine
+        self._reader = engine.execution_options(**{SQLITE_BEGIN: "DEFERRED"})
+        self._clock = clock
+
+    def create(self, *, image: ImageIn, model: str, params: dict[str, Any]) -> Job:
+        """A new queued job on the image; the image is stored unless an upload already stored it."""
+        for attempt in range(1, _CREATE_ATTEMPTS + 1):
+            try:
+                with self._engine.begin() as conn:
+                    now = self._clock()
+                    images.insert_if_absent(conn, image, now)
+                    job_id = str(uuid.uuid4())
+                    conn.execute(
+                        insert(JobRow).values(
+                            id=job_id,
+                            status=JobStatus.QUEUED.value,
+                            model=model,
+                            params=params,
+                            image_sha256=image.sha256,
+                            attempts=0,
+                            created_at=now,
+                        )
+                    )
+                    return _fetch(conn, job_id)
+            except IntegrityError:
+                # The image was deleted (its last job purged) between our check and our insert.
+                if attempt == _CREATE_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    def get(self, job_id: str) -> Job | None:
+        """The job, or None when there is none with that id (or the id is not a UUID)."""
+        key = canonical_job_id(job_id)
+        if key is None:
+            return None
+        with self._reader.begin() as conn:
+            row = conn.execute(_select_jobs().where(JobRow.id == key)).one_or_none()
+        return None if row is None else _to_job(row)
+
+    def list(
+        self, *, status: JobStatus | None = None, limit: int, cursor: str | None = None
+    ) -> tuple[builtins.list[Job], str | None]:
+        """A page of jobs, newest first, and the cursor of the next page (None on the last one).
+
+        Raises InvalidRequest for a malformed cursor or a limit below 1.
+        """
+        if limit < 1:
+            raise InvalidRequest(f"limit must be at least 1, not {limit}")
+        stmt = _select_jobs().order_by(JobRow.created_at.desc(), JobRow.id.desc()).limit(limit + 1)
+        if status is not None:
+            stmt = stmt.where(JobRow.status == JobStatus(status).value)
+        if cursor is not None:
+            created_at, last_id = decode_cursor(cursor)
+            stmt = stmt.where(tuple_(JobRow.created_at, JobRow.id) < tuple_(created_at, last_id))
+        with self._reader.begin() as conn:
+            jobs = [_to_job(row) for row in conn.execute(stmt)]
+        if len(jobs) <= limit:
+            return jobs, None
+        jobs = jobs[:limit]
+        return jobs, encode_cursor(jobs[-1].created_at, jobs[-1].id)
+
+    def claim(self, job_id: str, *, worker: str) -> Job | None:
+        """Mark the job running on `worker` for one more delivery; None when it is gone or finished.
+
+        A running job is claimed again: that is a redelivery after a worker died mid-job.
+        """
+        key = canonical_job_id(job_id)
+        if key is None:
+            return None
+        with self._engine.begin() as conn:
+            claimed = conn.execute(
+                update(JobRow)
+                .where(JobRow.id == key, JobRow.status.in_(_CLAIMABLE))
+                .values(
+                    status=JobStatus.RUNNING.value,
+                    attempts=JobRow.attempts + 1,
+                    started_at=self._clock(),
+                    worker=worker,
+                )
+                .returning(JobRow.id)
+            ).scalar_one_or_none()
+            return None if claimed is None else _fetch(conn, key)
+
+    def succeed(
+        self, job_id: str, *, detections: builtins.list[dict[str, Any]], timings_ms: dict[str, float]
+    ) -> bool:
+        """Record the result of a running job; False (nothing written) when it is no longer running."""
+        return self._finish(job_id, status=JobStatus.SUCCEEDED, detections=detections, timings_ms=timings_ms)
+
+    def fail(
+        self, job_id: str, *, code: str, message: str, timings_ms: dict[str, float] | None = None
+    ) -> bool:
+        """Record the failure of a running job; False (nothing written) when it is no longer running."""
+        values: dict[str, Any] = {"error_code": code, "error_message": message}
+        if timings_ms is not None:
+            values["timings_ms"] = timings_ms
+        return self._finish(job_id, status=JobStatus.FAILED, **values)
+
+    def _finish(self, job_id: str, *, status: JobStatus, **values: Any) -> bool:
+        key = canonical_job_id(job_id)
+        if key is None:
+            return False
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                update(JobRow)
+                .where(JobRow.id == key, JobRow.status == JobStatus.RUNNING.value)
+                .values(status=status.value, finished_at=self._clock(), **values)
+            )
+            return result.rowcount == 1
+
+    def cancel(self, job_id: str) -> Job | None:
+        """Cancel a queued job and return it; None when it is missing or no longer queued."""
+        key = canonical_job_id(job_id)
+        if key is None:
+            return None
+        with self._engine.begin() as conn:
+            cancelled = conn.execute(
+                update(JobRow)
+                .where(JobRow.id == key, JobRow.status == JobStatus.QUEUED.value)
+                .values(status=JobStatus.CANCELLED.value, finished_at=self._clock())
+                .returning(JobRow.id)
+            ).scalar_one_or_none()
+            return None if cancelled is None else _fetch(conn, key)
+
+    def delete(self, job_id: str) -> bool:
+        """Delete a finished (terminal) job, and its image unless another job uses it; False otherwise."""
+        return self._delete(job_id, only_terminal=True)
+
+    def discard(self, job_id: str) -> bool:
+        """Delete a job whatever its state (the broker refused its message), and its image if orphaned."""
+        return self._delete(job_id, only_terminal=False)
+
+    def _delete(self, job_id: str, *, only_terminal: bool) -> bool:
+        key = canonical_job_id(job_id)
+        if key is None:
+            return False
+        stmt = delete(JobRow).where(JobRow.id == key)
+        if only_terminal:
+            stmt = stmt.where(JobRow.status.in_(_TERMINAL))
+        with self._engine.begin() as conn:
+            sha = conn.execute(stmt.returning(JobRow.image_sha256)).scalar_one_or_none()
+            if sha is None:
+                return False
+            images.delete_orphans(conn, [sha])
+            return True
+
+    def image_data(self, sha256: str) -> bytes | None:
+        """The bytes of a stored image, or None."""
+        with self._reader.begin() as conn:
+            data: bytes | None = conn.execute(
+                select(ImageRow.data).where(ImageRow.sha256 == sha256)
+            ).scalar_one_or_none()
+        return data
+
+    def purge(self, *, finished_before: datetime, batch_size: int = PURGE_BATCH) -> int:
+        """Delete terminal jobs finished before the cutoff and the images left unused; the jobs deleted.
+
+        Works in transactions of `batch_size` jobs, so a big backlog never holds locks for long.
+        """
+        if finished_before.utcoffset() is None:
+            raise ValueError("finished_before must be timezone-aware")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        batch = (
+            select(JobRow.id)
+            .where(JobRow.finished_at < finished_before, JobRow.status.in_(_TERMINAL))
+            .order_by(JobRow.finished_at)
+            .limit(batch_size)
+        )
+        total = 0
+        while True:
+            with self._engine.begin() as conn:
+                shas = conn.scalars(
+                    delete(JobRow)
+                    .where(JobRow.id.in_(batch.scalar_subquery()))
+                    .returning(JobRow.image_sha256)
+                ).all()
+                images.delete_orphans(conn, set(shas))
+            total += len(shas)
+            if len(shas) < batch_size:
+                return total
+
+    def ping(self) -> None:
+        """Round-trip to the database; its error propagates when it is unreachable."""
+        with self._reader.connect() as conn:
+            conn.execute(select(1))
+
+
+def _select_jobs() -> Select[Any]:
+    return select(*_JOB_COLUMNS).join(ImageRow, ImageRow.sha256 == JobRow.image_sha256)
+
+
+def _to_job(row: Row[Any]) -> Job:
+    values = dict(row._mapping)
+    values["status"] = JobStatus(values["status"])
+    return Job(**values)
+
+
+def _fetch(conn: Connection, job_id: str) -> Job:
+    return _to_job(conn.execute(_select_jobs().where(JobRow.id == job_id)).one())
