@@ -12,26 +12,32 @@ from rich.table import Table
 from visionq import constants
 from visionq.cli.common import err, load_detector, load_settings, out, reported_errors
 from visionq.detect import bench as detector_bench
-from visionq.detect.detector import available_cores
+from visionq.detect.detector import Detector, available_cores
 from visionq.models import sources
+from visionq.models.cache import ModelCache
+from visionq.models.quantize import INT8_SUFFIX
 
 app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
+
+_CONF, _IOU = constants.DEFAULT_CONFIDENCE, constants.DEFAULT_IOU
 
 
 @app.command()
 def detector(
     images: Annotated[
-        list[Path] | None,
-        typer.Argument(help="Images to run on; default the sample photos (bus.jpg, zidane.jpg)."),
+        list[Path] | None, typer.Argument(help="Images to run on; default: the sample photos (bus, zidane).")
     ] = None,
     threads: Annotated[
-        int | None, typer.Option(min=1, help="Threads for every contender; default all cores.")
+        int | None, typer.Option(min=1, help="Threads for every contender; default: cores.")
     ] = None,
     rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds.")] = 5,
     per_round: Annotated[int, typer.Option(min=1, help="Images per contender per round.")] = 20,
     model: Annotated[
-        str, typer.Option(help="visionq model to time (a Darknet one, for OpenCV to load too).")
-    ] = (constants.DEFAULT_MODEL),
+        str, typer.Option(help="Darknet model (OpenCV loads the same files).")
+    ] = constants.DEFAULT_MODEL,
+    int8: Annotated[
+        str | None, typer.Option(help="Int8 model to time too; default MODEL-int8 when it is in the cache.")
+    ] = None,
     opencv: Annotated[bool, typer.Option(help="Also time OpenCV DNN on the same Darknet files.")] = True,
 ) -> None:
     """Images/s of visionq's detector, OpenCV DNN's pipeline and the raw ONNX Runtime session."""
@@ -40,31 +46,45 @@ def detector(
     with reported_errors():
         paths = images or list(sources.ensure_samples(settings.data_dir / "samples").values())
         blobs = [p.read_bytes() for p in paths]
-        det = load_detector(settings, model, threads=threads)
-        lanes = [
-            detector_bench.visionq_lane(
-                det, blobs, conf=constants.DEFAULT_CONFIDENCE, iou=constants.DEFAULT_IOU
-            ),
-            detector_bench.raw_lane(det, blobs, max_pixels=settings.max_image_pixels),
-        ]
+        detectors = [load_detector(settings, model, threads=threads)]
+        int8 = int8 or (
+            f"{model}{INT8_SUFFIX}" if ModelCache(settings.models_dir).has(f"{model}{INT8_SUFFIX}") else None
+        )
+        if int8:
+            detectors.append(load_detector(settings, int8, threads=threads))
+        lanes = [detector_bench.visionq_lane(d, blobs, conf=_CONF, iou=_IOU) for d in detectors]
+        lanes += [detector_bench.raw_lane(d, blobs, max_pixels=settings.max_image_pixels) for d in detectors]
         with tempfile.TemporaryDirectory(prefix="visionq-bench-") as tmp:
             if opencv:
                 lanes.append(_opencv_lane(Path(tmp), blobs, threads))
             names = ", ".join(p.name for p in paths)
             out.print(
-                f"model {det.name}, {threads} thread(s), images: {names}; {rounds} rounds x {per_round}"
+                f"{threads} thread(s), images: {names}; {rounds} rounds x {per_round} images per contender"
             )
             detector_bench.measure(lanes, len(blobs), rounds=rounds, per_round=per_round)
+    _print_lanes(lanes, reference=lanes[-1] if opencv else None)
+    if len(detectors) == 2:
+        _print_agreement(detectors[0], detectors[1], blobs)
+
+
+def _print_lanes(lanes: list[detector_bench.Lane], reference: detector_bench.Lane | None) -> None:
     table = Table("contender", "images/s", "ms/image", "vs OpenCV DNN")
-    reference = lanes[2].per_second if opencv else None
     for lane in lanes:
-        ratio = f"{lane.per_second / reference:.2f}x" if reference else "-"
+        ratio = f"{lane.per_second / reference.per_second:.2f}x" if reference else "-"
         table.add_row(lane.name, f"{lane.per_second:.1f}", f"{1000 / lane.per_second:.1f}", ratio)
     out.print(table)
-    stages = lanes[0].stages
+    for lane in lanes:
+        if lane.stages:
+            stages = ", ".join(f"{k} {v / lane.images:.2f}" for k, v in lane.stages.items())
+            out.print(f"{lane.name} stages, mean ms/image: {stages}")
+
+
+def _print_agreement(reference: Detector, other: Detector, blobs: list[bytes]) -> None:
+    a = detector_bench.agreement(reference, other, blobs)
     out.print(
-        "visionq stages, mean ms/image: "
-        + ", ".join(f"{k} {v / lanes[0].images:.2f}" for k, v in stages.items())
+        f"{other.name} vs {reference.name} on these images, detections >= 0.3: "
+        f"{a.matched}/{a.reference} found (same label, IoU >= 0.5), mean IoU {a.mean_iou:.3f}, "
+        f"largest confidence gap {a.max_confidence_gap:.3f}, {a.extra} extra"
     )
 
 
@@ -79,10 +99,5 @@ def _opencv_lane(tmp: Path, blobs: list[bytes], threads: int) -> detector_bench.
     (tmp / "model.cfg").write_bytes(cfg)
     (tmp / "model.weights").write_bytes(weights)
     return detector_bench.opencv_lane(
-        tmp / "model.cfg",
-        tmp / "model.weights",
-        blobs,
-        threads=threads,
-        conf=constants.DEFAULT_CONFIDENCE,
-        iou=constants.DEFAULT_IOU,
+        tmp / "model.cfg", tmp / "model.weights", blobs, threads=threads, conf=_CONF, iou=_IOU
     )

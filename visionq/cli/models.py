@@ -47,6 +47,36 @@ def import_(
     )
 
 
+@app.command()
+def quantize(
+    name: Annotated[str, typer.Argument(help="Cached model to quantize.")] = constants.DEFAULT_MODEL,
+    calibration: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Photos to calibrate on (repeat; typical of your traffic); default: the sample photos."
+        ),
+    ] = None,
+    out_name: Annotated[
+        str | None, typer.Option("--name", help="Name of the int8 model; default NAME-int8.")
+    ] = None,
+) -> None:
+    """Make an int8 copy of a model (ONNX Runtime static quantization), several times faster on CPU."""
+    from visionq.models import quantize as quantization
+    from visionq.models import sources
+
+    settings = load_settings()
+    cache = ModelCache(settings.models_dir)
+    with reported_errors():
+        if not cache.has(name) and name in sources.SOURCES:
+            cache.pull(name)
+        paths = calibration or list(sources.ensure_samples(settings.data_dir / "samples").values())
+        manifest = quantization.quantize(cache, name, [p.read_bytes() for p in paths], out_name=out_name)
+    out.print(
+        f"quantized {name} → {manifest.name} in {cache.root / manifest.name}; "
+        f"compare both with `visionq bench detector --model {name} --int8 {manifest.name}`"
+    )
+
+
 @app.command("list")
 def list_(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per model.")] = False,

@@ -17,6 +17,7 @@ import numpy as np
 from visionq.detect.detector import Detector
 from visionq.detect.image import decode_image
 from visionq.detect.preprocess import resize, to_tensor
+from visionq.detect.types import Box
 
 
 @dataclass(slots=True)
@@ -66,7 +67,7 @@ def opencv_lane(
 
 
 def visionq_lane(detector: Detector, images: Sequence[bytes], *, conf: float, iou: float) -> Lane:
-    lane = Lane("visionq pipeline (bytes → detections)", lambda i: None)
+    lane = Lane(f"visionq pipeline, {detector.name} (bytes → detections)", lambda i: None)
 
     def run(i: int) -> object:
         result = detector.detect(images[i], conf=conf, iou=iou)
@@ -86,7 +87,9 @@ def raw_lane(detector: Detector, images: Sequence[bytes], *, max_pixels: int) ->
         decoded = decode_image(data, max_pixels=max_pixels)
         fitted, _ = resize(decoded.image, width, height, full_size=(decoded.width, decoded.height))
         tensors.append(to_tensor(fitted))
-    return Lane("ONNX Runtime session alone (ready tensor)", lambda i: detector.run(tensors[i]))
+    return Lane(
+        f"ONNX Runtime session alone, {detector.name} (ready tensor)", lambda i: detector.run(tensors[i])
+    )
 
 
 def measure(lanes: Sequence[Lane], n_images: int, *, rounds: int, per_round: int) -> None:
@@ -111,3 +114,48 @@ def _cfg_size(cfg: Path) -> tuple[int, int]:
             key, value = line.split("=", 1)
             values.setdefault(key.strip(), value.strip())
     return int(values["width"]), int(values["height"])
+
+
+@dataclass(frozen=True, slots=True)
+class Agreement:
+    """How far a second model's detections agree with a reference's, over detections >= a threshold."""
+
+    reference: int  # reference detections considered
+    matched: int  # of those, found by the other model: same label, IoU >= 0.5
+    mean_iou: float
+    max_confidence_gap: float
+    extra: int  # the other model's detections >= threshold with no reference counterpart
+
+
+def agreement(
+    reference: Detector, other: Detector, images: Sequence[bytes], *, threshold: float = 0.3
+) -> Agreement:
+    """Match each reference detection to the other model's best same-label box."""
+    counted = matched = extra = 0
+    ious: list[float] = []
+    gap = 0.0
+    for data in images:
+        ref = [d for d in reference.detect(data, conf=0.25).detections if d.confidence >= threshold]
+        got = other.detect(data, conf=0.25).detections
+        used: set[int] = set()
+        for r in ref:
+            counted += 1
+            scored = [
+                (box_iou(r.box, g.box), i) for i, g in enumerate(got) if g.label == r.label and i not in used
+            ]
+            best = max(scored, default=(0.0, -1))
+            if best[0] >= 0.5:
+                matched += 1
+                used.add(best[1])
+                ious.append(best[0])
+                gap = max(gap, abs(got[best[1]].confidence - r.confidence))
+        extra += sum(1 for i, g in enumerate(got) if i not in used and g.confidence >= threshold)
+    return Agreement(counted, matched, float(np.mean(ious)) if ious else 0.0, gap, extra)
+
+
+def box_iou(a: Box, b: Box) -> float:
+    w = max(0.0, min(a.x2, b.x2) - max(a.x1, b.x1))
+    h = max(0.0, min(a.y2, b.y2) - max(a.y1, b.y1))
+    inter = w * h
+    union = (a.x2 - a.x1) * (a.y2 - a.y1) + (b.x2 - b.x1) * (b.y2 - b.y1) - inter
+    return inter / union if union > 0 else 0.0

@@ -136,8 +136,9 @@ def nms(boxes: FloatArray, scores: FloatArray, class_ids: IntArray, iou: float, 
         return np.zeros(0, dtype=np.int64)
     # Shifting each class to its own region of the plane makes one pass class-wise: boxes of
     # different classes can never overlap.
-    offset = class_ids.astype(np.float32)[:, None] * (float(boxes.max()) + 1.0)
-    b = boxes + offset
+    low = float(boxes.min())
+    offset = class_ids.astype(np.float32)[:, None] * (float(boxes.max()) - low + 1.0)
+    b = boxes - low + offset
     areas = (b[:, 2] - b[:, 0]).clip(0) * (b[:, 3] - b[:, 1]).clip(0)
     order = scores.argsort(kind="stable")[::-1]
     keep: list[int] = []

@@ -88,7 +88,7 @@ class ModelCache:
                 "names": source.names.sha256,
             },
         )
-        self._install(manifest, model_bytes)
+        self.install(manifest, model_bytes)
         return manifest, True
 
     def import_onnx(self, path: Path, *, name: str | None = None) -> Manifest:
@@ -112,10 +112,11 @@ class ModelCache:
             source=f"file:{path.name}",
             sha256={MODEL_FILE: digest},
         )
-        self._install(manifest, model_bytes)
+        self.install(manifest, model_bytes)
         return manifest
 
-    def _install(self, manifest: Manifest, model_bytes: bytes) -> None:
+    def install(self, manifest: Manifest, model_bytes: bytes) -> None:
+        """Put a model into the cache whole (replacing one of the same name), or not at all."""
         self.root.mkdir(parents=True, exist_ok=True)
         target = self.root / manifest.name
         staging = Path(tempfile.mkdtemp(prefix=f".{manifest.name}-", dir=self.root))

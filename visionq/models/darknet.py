@@ -28,10 +28,17 @@ class Section:
     line: int
 
     def int_(self, key: str, default: int | None = None) -> int:
-        return int(self._get(key, default))
+        return int(self._number(key, default, int))
 
     def float_(self, key: str, default: float | None = None) -> float:
-        return float(self._get(key, default))
+        return float(self._number(key, default, float))
+
+    def _number(self, key: str, default: float | None, kind: type[int] | type[float]) -> float:
+        value = self._get(key, default)
+        try:
+            return kind(value)
+        except ValueError as exc:
+            raise ModelError(f"[{self.kind}] at line {self.line}: '{key}={value}' is not a number") from exc
 
     def str_(self, key: str, default: str | None = None) -> str:
         return str(self._get(key, default))
@@ -42,7 +49,12 @@ class Section:
             if default is None:
                 raise ModelError(f"[{self.kind}] at line {self.line} lacks '{key}'")
             return default
-        return [int(v) for v in raw.split(",") if v.strip()]
+        try:
+            return [int(v) for v in raw.split(",") if v.strip()]
+        except ValueError as exc:
+            raise ModelError(
+                f"[{self.kind}] at line {self.line}: '{key}={raw}' is not a list of numbers"
+            ) from exc
 
     def _get(self, key: str, default: object) -> Any:
         if key in self.options:
@@ -111,9 +123,12 @@ class _Weights:
     def __init__(self, data: bytes) -> None:
         if len(data) < 20:
             raise ModelError("weights file is too short to hold a Darknet header")
-        major, minor, _revision = np.frombuffer(data, dtype="<i4", count=3)
+        major, minor, _revision = (int(v) for v in np.frombuffer(data, dtype="<i4", count=3))
         # Darknet wrote `seen` as 64 bits from version 0.2 on.
         seen_bytes = 8 if major * 10 + minor >= 2 and major < 1000 and minor < 1000 else 4
+        body = len(data) - 12 - seen_bytes
+        if body % 4:
+            raise ModelError(f"weights file ends in the middle of a float ({len(data)} bytes): truncated?")
         self._floats = np.frombuffer(data, dtype="<f4", offset=12 + seen_bytes)
         self._pos = 0
 
@@ -181,6 +196,10 @@ class _Builder:
         bias = self.weights.take(filters)
         if s.int_("batch_normalize", 0):
             scales, mean, var = (self.weights.take(filters) for _ in range(3))
+            if (var < 0).any() or not np.isfinite(var).all():
+                raise ModelError(
+                    f"[convolutional] at line {s.line}: negative batch-norm variance: wrong weights?"
+                )
             factor = scales / (np.sqrt(var) + 1e-6)  # Darknet's normalize_cpu epsilon
             bias = bias - mean * factor
         else:
