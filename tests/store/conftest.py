@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import secrets
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, delete
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.pool import NullPool
+from sqlalchemy import Engine, delete
 
 from visionq.store.db import create_engine_for, migrate
 from visionq.store.jobs import JobStore
 from visionq.store.models import ImageRow, JobRow
-
-# The maintenance database: test databases are created and dropped through it, never used themselves.
-POSTGRES_ADMIN_URL = os.environ.get(
-    "VISIONQ_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
@@ -43,35 +33,6 @@ class FakeClock:
     def advance(self, delta: timedelta) -> None:
         with self._lock:
             self.now += delta
-
-
-@pytest.fixture(scope="session")
-def postgres_databases() -> Iterator[Callable[[], str]]:
-    """Returns create(): the URL of a new, empty PostgreSQL database; all are dropped after the session."""
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    try:
-        with admin.connect():
-            pass
-    except OperationalError as exc:
-        admin.dispose()
-        reason = f"PostgreSQL is unreachable at {make_url(POSTGRES_ADMIN_URL)!r}: {exc.orig}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    created: list[str] = []
-
-    def create() -> str:
-        name = f"visionq_test_{secrets.token_hex(6)}"
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        created.append(name)
-        return make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-
-    yield create
-    with admin.connect() as conn:
-        for name in created:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,91 @@
+"""`visionq up` on a machine with no servers: everything runs, a job goes through, and a stop leaves
+no process behind."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.stack import VISIONQ, free_port, processes, processes_with_data_dir, visionq_env, wait_ready
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_up_runs_the_whole_service_and_stops_it_without_orphans(
+    tmp_path: Path, samples: dict[str, bytes], stop_signal: signal.Signals
+) -> None:
+    data_dir = tmp_path / "data"
+    port, flower_port = free_port(), free_port()
+    env = visionq_env(data_dir, flower_basic_auth="admin:s3cret")
+    args = [*VISIONQ, "up", "--workers", "1", "--port", str(port), "--flower-port", str(flower_port)]
+    with processes(tmp_path / "logs") as procs:
+        up = procs.start("up", args, env)
+        base = f"http://127.0.0.1:{port}"
+        wait_ready(base, procs, timeout=120)
+        assert "http://127.0.0.1:" in procs.output("up")
+        # The model was pulled into the empty data dir before anything started.
+        assert (data_dir / "models" / "yolov4-tiny" / "model.onnx").is_file()
+        response = httpx.post(
+            f"{base}/v1/detect",
+            files={"image": ("bus.jpg", samples["bus.jpg"])},
+            data={"timeout": "60"},
+            timeout=90,
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] == "succeeded"
+        flower = f"http://127.0.0.1:{flower_port}"
+        _wait_http(flower, auth=("admin", "s3cret"))
+        assert httpx.get(flower, timeout=10).status_code == 401
+        workers = _flower_workers(flower, auth=("admin", "s3cret"))
+        assert any(name.startswith("visionq@") for name in workers), workers
+        assert processes_with_data_dir(data_dir), "the group's processes should be visible before the stop"
+
+        up.send_signal(stop_signal)
+        assert up.wait(timeout=40) == 0, procs.output("up")[-3000:]
+    # Every process of the group (api, worker and its pool, beat, flower) is gone.
+    deadline = time.monotonic() + 10
+    while processes_with_data_dir(data_dir) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert processes_with_data_dir(data_dir) == []
+
+
+def _wait_http(url: str, *, auth: tuple[str, str], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, auth=auth, timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer 200 within {timeout} s")
+
+
+def _flower_workers(flower: str, *, auth: tuple[str, str], timeout: float = 60) -> list[str]:
+    """Worker names Flower knows, asking it to refresh them over the broker (inspect broadcast)."""
+    deadline = time.monotonic() + timeout
+    names: list[str] = []
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(f"{flower}/api/workers", params={"refresh": "1"}, auth=auth, timeout=20)
+            names = list(response.json()) if response.status_code == 200 else []
+        except (httpx.HTTPError, ValueError):
+            names = []
+        if names:
+            return names
+        time.sleep(1)
+    return names
+
+
+def test_up_refuses_a_bad_configuration_with_a_clear_message(tmp_path: Path) -> None:
+    env = visionq_env(tmp_path / "data", max_image_bytes="-5")
+    result = subprocess.run([*VISIONQ, "up"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "invalid configuration" in result.stderr
+    assert "max_image_bytes" in result.stderr

@@ -1,0 +1,131 @@
+"""Running visionq's own processes for end-to-end tests: start, wait until ready, stop with no orphans."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+VISIONQ = [sys.executable, "-m", "visionq"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def visionq_env(data_dir: Path, **settings: str) -> dict[str, str]:
+    """The environment of a visionq process: this one's, minus any VISIONQ_ setting, plus `settings`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VISIONQ_")}
+    env["VISIONQ_DATA_DIR"] = str(data_dir)
+    env.update({f"VISIONQ_{k.upper()}": v for k, v in settings.items()})
+    return env
+
+
+@dataclass
+class Processes:
+    """Processes started in their own process groups, with their output in log files."""
+
+    logs: Path
+    started: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+
+    def start(self, name: str, args: list[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = (self.logs / f"{name}.log").open("wb")
+        proc = subprocess.Popen(
+            args, env=dict(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        self.started.append((name, proc))
+        return proc
+
+    def output(self, name: str) -> str:
+        path = self.logs / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        for _, proc in self.started:
+            _killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for _, proc in self.started:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            _killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@contextmanager
+def processes(logs: Path) -> Iterator[Processes]:
+    procs = Processes(logs)
+    try:
+        yield procs
+    finally:
+        procs.stop()
+
+
+def _killpg(pid: int, signum: int) -> None:
+    try:
+        os.killpg(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def wait_ready(base_url: str, procs: Processes, *, timeout: float = 90.0) -> None:
+    """Poll /readyz until it answers 200; fail with the processes' output if it never does."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        for name, proc in procs.started:
+            if proc.poll() is not None:
+                raise AssertionError(f"{name} exited with {proc.returncode}:\n{procs.output(name)[-4000:]}")
+        try:
+            response = httpx.get(f"{base_url}/readyz", timeout=5)
+            if response.status_code == 200:
+                return
+            last = response.text
+        except httpx.HTTPError as exc:
+            last = repr(exc)
+        time.sleep(0.3)
+    logs = "\n".join(f"--- {name}\n{procs.output(name)[-3000:]}" for name, _ in procs.started)
+    raise AssertionError(f"not ready after {timeout} s: {last}\n{logs}")
+
+
+def wait_finished(client: httpx.Client, job_id: str, *, timeout: float = 90.0) -> dict[str, object]:
+    """Poll the job until it is no longer queued or running."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job: dict[str, object] = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] not in ("queued", "running"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} not finished after {timeout} s: {job}")
+
+
+def processes_with_data_dir(data_dir: Path) -> list[int]:
+    """Pids of live processes whose environment names `data_dir`: what must be gone after a stop."""
+    needle = f"VISIONQ_DATA_DIR={data_dir}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().split()[2]
+        except OSError:
+            continue
+        if needle in environ.split(b"\0") and state != "Z":
+            found.append(int(entry.name))
+    return found
