@@ -23,6 +23,9 @@ SQLITE_BUSY_TIMEOUT_S = 30
 # another writer got in between, and the busy timeout cannot help it. Pure reads opt into DEFERRED.
 SQLITE_BEGIN = "visionq_sqlite_begin"
 
+# Seconds to connect to PostgreSQL before giving up.
+PG_CONNECT_TIMEOUT_S = 5
+
 # Key of the PostgreSQL advisory lock serialising migrations across processes ("visionq" in ASCII).
 _MIGRATION_LOCK_KEY = 0x7669_7369_6F6E_71
 
@@ -36,7 +39,10 @@ def create_engine_for(url: str) -> Engine:
     if backend == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return create_engine(parsed, pool_pre_ping=True)
+        # A host that drops packets must cost a request seconds and a 503, not a hang (libpq's default
+        # is to wait forever); a URL's own connect_timeout wins.
+        connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+        return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
     if backend == "sqlite":
         return _sqlite_engine(parsed)
     raise InvalidRequest(f"unsupported database URL {parsed!r}: use postgresql:// or sqlite://")

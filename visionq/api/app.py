@@ -1,0 +1,55 @@
+"""The FastAPI application: `create_app` over given infrastructure, `create_default_app` for `visionq api`."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from visionq import __version__
+from visionq.api.deps import Services
+from visionq.api.errors import install_error_handlers
+from visionq.api.limits import FORM_OVERHEAD_BYTES, BodyLimit
+from visionq.api.routes import detect, health, jobs
+from visionq.api.routes import models as models_routes
+from visionq.config import Settings
+from visionq.models.cache import ModelCache
+from visionq.store import JobStore, create_engine_for, migrate
+from visionq.worker.app import create_celery_app
+from visionq.worker.publish import JobPublisher
+
+_DESCRIPTION = """
+Upload an image to `POST /v1/jobs`; a worker runs YOLO on it and the job (`GET /v1/jobs/{id}`)
+gets its detections. `POST /v1/detect` does both and waits. Every error answers
+`{"error": {"code", "message"}}`; a 503 carries `Retry-After`.
+"""
+
+
+def create_app(
+    settings: Settings, *, store: JobStore, publisher: JobPublisher, models: ModelCache
+) -> FastAPI:
+    """The API over the given job store, broker publisher and model cache (kept on `app.state`)."""
+    app = FastAPI(title="visionq", version=__version__, description=_DESCRIPTION, docs_url="/docs")
+    app.state.services = Services(settings=settings, store=store, publisher=publisher, models=models)
+    install_error_handlers(app)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_image_bytes + FORM_OVERHEAD_BYTES,
+        detail=f"Images may be at most {settings.max_image_bytes:,} bytes.",
+    )
+    for module in (jobs, detect, models_routes, health):
+        app.include_router(module.router)
+    return app
+
+
+def create_default_app() -> FastAPI:
+    """The app `visionq api` serves (a uvicorn factory): everything built from `Settings()`.
+
+    Migrates the database first, so the API never answers over an outdated schema; every process may
+    do it at once (see `migrate`).
+    """
+    settings = Settings()
+    engine = create_engine_for(settings.resolved_database_url)
+    migrate(engine)
+    publisher = JobPublisher(create_celery_app(settings))
+    return create_app(
+        settings, store=JobStore(engine), publisher=publisher, models=ModelCache(settings.models_dir)
+    )

@@ -1,0 +1,54 @@
+"""Every FastAPI dependency, named once: the infrastructure create_app was given, and the upload form."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from visionq.api.submit import Submission, submission_form
+from visionq.config import Settings
+from visionq.models.cache import ModelCache
+from visionq.store import JobStore
+from visionq.worker.publish import JobPublisher
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What create_app was built over; kept on `app.state.services`."""
+
+    settings: Settings
+    store: JobStore
+    publisher: JobPublisher
+    models: ModelCache
+
+
+def _services(request: Request) -> Services:
+    services = request.app.state.services
+    assert isinstance(services, Services)
+    return services
+
+
+# `async def`: none of these block, and FastAPI would run a plain `def` dependency in its threadpool.
+async def get_settings(request: Request) -> Settings:
+    return _services(request).settings
+
+
+async def get_store(request: Request) -> JobStore:
+    return _services(request).store
+
+
+async def get_publisher(request: Request) -> JobPublisher:
+    return _services(request).publisher
+
+
+async def get_models(request: Request) -> ModelCache:
+    return _services(request).models
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[JobStore, Depends(get_store)]
+PublisherDep = Annotated[JobPublisher, Depends(get_publisher)]
+ModelsDep = Annotated[ModelCache, Depends(get_models)]
+SubmissionDep = Annotated[Submission, Depends(submission_form)]

@@ -1,0 +1,1 @@
+"""One module per resource: jobs, the synchronous detect shortcut, models and health."""

@@ -1,0 +1,122 @@
+"""/v1/jobs: submit an image, read a job and its annotated image, list, cancel and delete jobs.
+
+Every endpoint is a plain `def`: FastAPI runs it in its threadpool, so database calls and image
+decoding never block the event loop.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from fastapi.responses import JSONResponse
+
+from visionq.api.deps import ModelsDep, PublisherDep, SettingsDep, StoreDep, SubmissionDep
+from visionq.api.schemas import JobList, JobOut, error_responses
+from visionq.api.submit import create_job
+from visionq.detect.annotate import annotate
+from visionq.detect.image import decode_image
+from visionq.detect.types import Box, Detection
+from visionq.errors import Conflict, NotFound
+from visionq.store import Job, JobStatus, JobStore
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+# Pages are for people and dashboards; 100 jobs with their detections is already a large response.
+MAX_PAGE = 100
+DEFAULT_PAGE = 20
+
+_UPLOAD_ERRORS = error_responses(400, 413, 415, 422, 503)
+
+
+def job_location(job_id: str) -> str:
+    return f"/v1/jobs/{job_id}"
+
+
+@router.post("", status_code=202, responses=_UPLOAD_ERRORS)
+def submit_job(
+    form: SubmissionDep,
+    settings: SettingsDep,
+    store: StoreDep,
+    publisher: PublisherDep,
+    models: ModelsDep,
+    response: Response,
+) -> JobOut:
+    """Queue an image for detection; poll the job at its `Location`."""
+    job = create_job(form, settings=settings, store=store, publisher=publisher, models=models)
+    response.headers["Location"] = job_location(job.id)
+    return JobOut.of(job)
+
+
+@router.get("", responses=error_responses(422, 503))
+def list_jobs(
+    store: StoreDep,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
+) -> JobList:
+    """Jobs, newest first, a page at a time."""
+    jobs, next_cursor = store.list(status=status, limit=limit, cursor=cursor)
+    return JobList(jobs=[JobOut.of(job) for job in jobs], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", responses=error_responses(404, 503))
+def get_job(job_id: str, store: StoreDep) -> JobOut:
+    """A job: its status, and its detections once it has succeeded."""
+    return JobOut.of(_job(store, job_id))
+
+
+@router.get(
+    "/{job_id}/annotated",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}, **error_responses(404, 409, 503)},
+)
+def get_annotated(job_id: str, store: StoreDep, settings: SettingsDep) -> Response:
+    """The job's image at full resolution with its detections drawn, as JPEG."""
+    job = _job(store, job_id)
+    if job.status is not JobStatus.SUCCEEDED:
+        raise Conflict(f"job {job.id} is {job.status.value}; only a succeeded job has an annotated image")
+    data = store.image_data(job.image_sha256)
+    if data is None:
+        raise NotFound(f"the image of job {job.id} is gone")
+    # The image passed the limit when it was uploaded; a limit lowered since must not hide it now.
+    max_pixels = max(settings.max_image_pixels, job.image_width * job.image_height)
+    decoded = decode_image(data, max_pixels=max_pixels)
+    jpeg = annotate(decoded.image, _detections(job))
+    return Response(jpeg, media_type="image/jpeg")
+
+
+@router.delete(
+    "/{job_id}",
+    status_code=200,
+    response_class=Response,
+    responses={
+        200: {"model": JobOut, "description": "The queued job was cancelled; it will not run."},
+        204: {"description": "The finished job and its image were deleted."},
+        **error_responses(404, 409, 503),
+    },
+)
+def delete_job(job_id: str, store: StoreDep) -> Response:
+    """Cancel a queued job (200), or delete a finished one (204); a running job cannot be touched (409)."""
+    cancelled = store.cancel(job_id)
+    if cancelled is not None:
+        return JSONResponse(JobOut.of(cancelled).model_dump(mode="json"))
+    if store.delete(job_id):
+        return Response(status_code=204)
+    # Neither queued nor finished: running, gone, or it finished between the two statements.
+    job = _job(store, job_id)
+    if job.status.terminal and store.delete(job_id):
+        return Response(status_code=204)
+    raise Conflict(f"job {job.id} is {job.status.value}; wait until it has finished to delete it")
+
+
+def _job(store: JobStore, job_id: str) -> Job:
+    job = store.get(job_id)
+    if job is None:
+        raise NotFound(f"no job with id {job_id!r}")
+    return job
+
+
+def _detections(job: Job) -> list[Detection]:
+    found = JobOut.of(job).detections or []
+    return [Detection(d.label, d.class_id, d.confidence, Box(**d.box.model_dump())) for d in found]
