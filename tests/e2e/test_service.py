@@ -5,70 +5,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import signal
 import subprocess
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.e2e.stack import (
-    VISIONQ,
-    Processes,
-    free_port,
-    processes,
-    visionq_env,
-    wait_finished,
-    wait_ready,
-)
+from tests.e2e.stack import VISIONQ, Service, running_service, visionq_env, wait_finished
 from visionq.models.cache import ModelCache
 
 pytestmark = pytest.mark.slow
-
-
-@dataclass
-class Service:
-    client: httpx.Client
-    api_data_dir: Path
-    worker_data_dir: Path
-    procs: Processes
-
-
-def _seed_models(model_cache: ModelCache, data_dir: Path) -> None:
-    """Give a data dir the session's pulled model (the API machine has pulled it, as in production)."""
-    shutil.copytree(model_cache.root, data_dir / "models")
-
-
-@contextmanager
-def _running_service(
-    request: pytest.FixtureRequest, tmp_path: Path, model_cache: ModelCache
-) -> Iterator[Service]:
-    """api + one worker. On RabbitMQ + PostgreSQL the worker plays "another machine": its own empty
-    data dir, sharing only the broker and the database with the API."""
-    api_dir = tmp_path / "api"
-    _seed_models(model_cache, api_dir)
-    if request.param == "rabbitmq-postgres":
-        create_db: Callable[[], str] = request.getfixturevalue("postgres_databases")
-        create_vhost: Callable[[], str] = request.getfixturevalue("rabbitmq_vhosts")
-        shared = {"database_url": create_db(), "broker_url": create_vhost()}
-        worker_dir = tmp_path / "worker-machine"
-    else:
-        # One machine: the embedded database and broker live in the one data dir.
-        shared = {}
-        worker_dir = api_dir
-    port = free_port()
-    with processes(tmp_path / "logs") as procs:
-        procs.start("api", [*VISIONQ, "api", "--port", str(port)], visionq_env(api_dir, **shared))
-        procs.start("worker", [*VISIONQ, "worker", "--concurrency", "1"], visionq_env(worker_dir, **shared))
-        base = f"http://127.0.0.1:{port}"
-        wait_ready(base, procs)
-        with httpx.Client(base_url=base, timeout=30) as client:
-            yield Service(client, api_dir, worker_dir, procs)
 
 
 _DISTRIBUTED = pytest.param("rabbitmq-postgres", marks=[pytest.mark.rabbitmq, pytest.mark.postgres])
@@ -76,13 +24,13 @@ _DISTRIBUTED = pytest.param("rabbitmq-postgres", marks=[pytest.mark.rabbitmq, py
 
 @pytest.fixture(params=[_DISTRIBUTED, "embedded"])
 def service(request: pytest.FixtureRequest, tmp_path: Path, model_cache: ModelCache) -> Iterator[Service]:
-    with _running_service(request, tmp_path, model_cache) as running:
+    with running_service(request, tmp_path, model_cache) as running:
         yield running
 
 
 @pytest.fixture(params=[_DISTRIBUTED])
 def distributed(request: pytest.FixtureRequest, tmp_path: Path, model_cache: ModelCache) -> Iterator[Service]:
-    with _running_service(request, tmp_path, model_cache) as running:
+    with running_service(request, tmp_path, model_cache) as running:
         yield running
 
 

@@ -1,0 +1,84 @@
+"""What clients see while RabbitMQ is down, and that the service recovers when it is back.
+
+These tests stop the real broker (`rabbitmqctl stop_app`) and always start it again, also on failure.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import rabbitmq_reachable
+from tests.e2e.stack import Service, running_service
+from visionq.models.cache import ModelCache
+
+pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.rabbitmq, pytest.mark.postgres]
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=120)
+
+
+@pytest.fixture
+def broker_outage() -> Iterator[None]:
+    """Stops RabbitMQ's application when entered; starts it again whatever happens."""
+    _rabbitmqctl("stop_app")
+    try:
+        yield
+    finally:
+        _rabbitmqctl("start_app")
+        deadline = time.monotonic() + 60
+        while not rabbitmq_reachable() and time.monotonic() < deadline:
+            time.sleep(0.5)
+
+
+@pytest.fixture(params=["rabbitmq-postgres"])
+def service(request: pytest.FixtureRequest, tmp_path: Path, model_cache: ModelCache) -> Iterator[Service]:
+    with running_service(request, tmp_path, model_cache) as running:
+        yield running
+
+
+def _ready(client: httpx.Client) -> httpx.Response:
+    return client.get("/readyz")
+
+
+def test_while_the_broker_is_down_submissions_get_503_and_nothing_is_left_queued(
+    service: Service, samples: dict[str, bytes], request: pytest.FixtureRequest
+) -> None:
+    client = service.client
+    assert _ready(client).status_code == 200
+    request.getfixturevalue("broker_outage")
+    not_ready = _ready(client)
+    assert not_ready.status_code == 503
+    assert not_ready.headers["retry-after"]
+    assert "broker" in not_ready.text.lower()
+    started = time.monotonic()
+    refused = client.post("/v1/jobs", files={"image": ("bus.jpg", samples["bus.jpg"])})
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["retry-after"]
+    assert refused.json()["error"]["code"] == "broker_unavailable"
+    assert time.monotonic() - started < 15, "a dead broker must cost a submission seconds, not minutes"
+    assert client.get("/v1/jobs").json()["jobs"] == []
+
+
+def test_the_service_recovers_when_the_broker_comes_back(service: Service, samples: dict[str, bytes]) -> None:
+    client = service.client
+    _rabbitmqctl("stop_app")
+    try:
+        assert _ready(client).status_code == 503
+    finally:
+        _rabbitmqctl("start_app")
+    deadline = time.monotonic() + 90
+    while _ready(client).status_code != 200:
+        assert time.monotonic() < deadline, "API not ready again 90 s after the broker came back"
+        time.sleep(0.5)
+    done = client.post(
+        "/v1/detect", files={"image": ("bus.jpg", samples["bus.jpg"])}, data={"timeout": "60"}, timeout=90
+    )
+    assert done.status_code == 200, done.text
+    assert done.json()["status"] == "succeeded"
