@@ -21,6 +21,7 @@ from visionq import constants
 from visionq.detect.detector import Detector
 from visionq.models import sources
 from visionq.models.cache import ModelCache
+from visionq.store.db import create_engine_for, migrate
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,18 @@ def postgres_databases() -> Iterator[Callable[[], str]]:
         for name in created:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def migrated_postgres_url(postgres_databases: Callable[[], str]) -> str:
+    """One migrated PostgreSQL database for the session; each test module empties what it wrote."""
+    url = postgres_databases()
+    engine = create_engine_for(url)
+    try:
+        migrate(engine)
+    finally:
+        engine.dispose()
+    return url
 
 
 def rabbitmq_reachable() -> bool:

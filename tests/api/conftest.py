@@ -33,18 +33,6 @@ BACKENDS = [EMBEDDED, pytest.param(SERVICES, marks=[pytest.mark.rabbitmq, pytest
 
 
 @pytest.fixture(scope="session")
-def postgres_url(postgres_databases: Callable[[], str]) -> str:
-    """A migrated PostgreSQL database for the session's API tests (emptied around each test)."""
-    url = postgres_databases()
-    engine = create_engine_for(url)
-    try:
-        migrate(engine)
-    finally:
-        engine.dispose()
-    return url
-
-
-@pytest.fixture(scope="session")
 def rabbitmq_url(rabbitmq_vhosts: Callable[[], str]) -> str:
     """A RabbitMQ vhost of the session's own: the jobs published here reach no other test's workers."""
     return rabbitmq_vhosts()
@@ -94,7 +82,7 @@ def make_stack(
             "model": constants.DEFAULT_MODEL,
         }
         if backend == SERVICES:
-            values["database_url"] = request.getfixturevalue("postgres_url")
+            values["database_url"] = request.getfixturevalue("migrated_postgres_url")
             values["broker_url"] = request.getfixturevalue("rabbitmq_url")
         values.update(overrides)
         settings = Settings(_env_file=None, **values)  # type: ignore[call-arg]  # pydantic-settings option

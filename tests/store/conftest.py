@@ -35,18 +35,6 @@ class FakeClock:
             self.now += delta
 
 
-@pytest.fixture(scope="session")
-def postgres_store_url(postgres_databases: Callable[[], str]) -> str:
-    """One migrated PostgreSQL database shared by the session's store tests (emptied after each)."""
-    url = postgres_databases()
-    engine = create_engine_for(url)
-    try:
-        migrate(engine)
-    finally:
-        engine.dispose()
-    return url
-
-
 @pytest.fixture(params=BACKENDS)
 def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A database with no tables yet (its SQLite file's directory does not exist yet either)."""
@@ -63,7 +51,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         engine = create_engine_for(f"sqlite:///{tmp_path / 'visionq.db'}")
         migrate(engine)
     else:
-        engine = create_engine_for(request.getfixturevalue("postgres_store_url"))
+        engine = create_engine_for(request.getfixturevalue("migrated_postgres_url"))
     yield engine
     if request.param == "postgres":
         with engine.begin() as conn:

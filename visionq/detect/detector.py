@@ -114,19 +114,6 @@ class Detector:
         max_det: int = constants.DEFAULT_MAX_DETECTIONS,
     ) -> DetectionResult:
         """Detect objects in encoded image bytes (JPEG, PNG, WebP, BMP, GIF, TIFF)."""
-        result, _ = self.detect_with_image(data, conf=conf, iou=iou, classes=classes, max_det=max_det)
-        return result
-
-    def detect_with_image(
-        self,
-        data: bytes,
-        *,
-        conf: float = constants.DEFAULT_CONFIDENCE,
-        iou: float = constants.DEFAULT_IOU,
-        classes: Sequence[str] | None = None,
-        max_det: int = constants.DEFAULT_MAX_DETECTIONS,
-    ) -> tuple[DetectionResult, DecodedImage]:
-        """Like `detect`, also handing back the decoded image (for drawing the boxes)."""
         _check_params(conf, iou, max_det)
         wanted = self.class_ids(classes) if classes else None
         t0 = time.perf_counter()
@@ -144,10 +131,9 @@ class Detector:
             "inference": (t3 - t2) * 1000,
             "postprocess": (t4 - t3) * 1000,
         }
-        result = DetectionResult(
+        return DetectionResult(
             decoded.width, decoded.height, detections, {k: round(v, 3) for k, v in timings.items()}
         )
-        return result, decoded
 
     def _prepare(self, decoded: DecodedImage) -> tuple[npt.NDArray[np.float32], preprocess.Frame]:
         width, height = self.input_size
