@@ -38,7 +38,11 @@ class Settings(BaseSettings):
         default=constants.DEFAULT_RETENTION, description="Finished jobs and images are purged after this."
     )
     task_time_limit: int = Field(
-        default=constants.TASK_TIME_LIMIT_S, ge=10, description="Seconds before a detection is killed."
+        default=constants.TASK_TIME_LIMIT_S,
+        ge=10,
+        # Below RabbitMQ's consumer_timeout (30 min), which would otherwise drop the channel first.
+        le=1700,
+        description="Seconds before a detection is killed.",
     )
     flower_basic_auth: SecretStr | None = Field(
         default=None, description="user:password for Flower's basic auth (several: comma-separated)."

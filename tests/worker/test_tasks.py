@@ -1,0 +1,165 @@
+"""The tasks run in-process against SQLite and the real model: parameters, permanent failures, retries."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+
+from tests.worker.conftest import PARAMS, image_in
+from visionq import constants
+from visionq.config import Settings
+from visionq.detect.detector import Detector
+from visionq.models.cache import ModelCache
+from visionq.store import Job, JobStatus, migrate
+from visionq.worker import create_celery_app
+from visionq.worker.runtime import Runtime
+from visionq.worker.tasks import run_job
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory, model_cache: ModelCache) -> Settings:
+    folder = tmp_path_factory.mktemp("tasks-data")
+    (folder / "models").symlink_to(model_cache.root.resolve(), target_is_directory=True)
+    return Settings(data_dir=folder, broker_url=None, database_url=None, retention=timedelta(0))
+
+
+@pytest.fixture(scope="module")
+def runtime(settings: Settings) -> Iterator[Runtime]:
+    runtime = Runtime.create(settings)
+    migrate(runtime.engine)
+    yield runtime
+    runtime.close()
+
+
+def create_job(
+    runtime: Runtime, data: bytes, *, model: str = constants.DEFAULT_MODEL, **params: object
+) -> Job:
+    return runtime.store.create(image=image_in(data), model=model, params=PARAMS | params)
+
+
+def finished(runtime: Runtime, job: Job) -> Job:
+    after = runtime.store.get(job.id)
+    assert after is not None and after.status.terminal, after
+    return after
+
+
+def test_a_job_honours_its_classes_filter(
+    runtime: Runtime, samples: dict[str, bytes], detector: Detector
+) -> None:
+    job = create_job(runtime, samples["bus.jpg"], classes=["person"], conf=0.3)
+
+    run_job(runtime, job.id, worker="in-process")
+
+    done = finished(runtime, job)
+    expected = detector.detect(samples["bus.jpg"], classes=["person"], conf=0.3)
+    assert done.status is JobStatus.SUCCEEDED
+    assert done.detections == [d.to_dict() for d in expected.detections]
+    assert done.detections and {d["label"] for d in done.detections} == {"person"}
+    assert (done.attempts, done.worker) == (1, "in-process")
+
+
+def test_a_job_honours_its_max_det(runtime: Runtime, samples: dict[str, bytes]) -> None:
+    job = create_job(runtime, samples["bus.jpg"], max_det=1)
+
+    run_job(runtime, job.id, worker="in-process")
+
+    detections = finished(runtime, job).detections
+    assert detections is not None and len(detections) == 1
+
+
+def test_parameters_left_null_take_the_defaults(
+    runtime: Runtime, samples: dict[str, bytes], detector: Detector
+) -> None:
+    job = create_job(runtime, samples["bus.jpg"], conf=None, iou=None, max_det=None)
+
+    run_job(runtime, job.id, worker="in-process")
+
+    expected = detector.detect(samples["bus.jpg"])
+    assert finished(runtime, job).detections == [d.to_dict() for d in expected.detections]
+
+
+@pytest.mark.parametrize(
+    ("model", "params", "code"),
+    [
+        (constants.DEFAULT_MODEL, {"classes": ["unicorn"]}, "invalid_request"),
+        (constants.DEFAULT_MODEL, {"conf": 1.5}, "invalid_request"),
+        ("no-such-model", {}, "model_not_found"),
+        ("Not A Name", {}, "invalid_request"),
+    ],
+)
+def test_a_bad_parameter_or_model_fails_the_job_without_retry(
+    runtime: Runtime, samples: dict[str, bytes], model: str, params: dict[str, object], code: str
+) -> None:
+    job = create_job(runtime, samples["zidane.jpg"], model=model, **params)
+
+    run_job(runtime, job.id, worker="in-process")
+
+    done = finished(runtime, job)
+    assert (done.status, done.error_code, done.attempts) == (JobStatus.FAILED, code, 1)
+    assert done.error_message
+
+
+def test_bytes_that_are_no_image_fail_the_job_with_the_decoders_code(runtime: Runtime) -> None:
+    job = create_job(runtime, b"%PDF-1.7 not an image at all")
+
+    run_job(runtime, job.id, worker="in-process")
+
+    assert finished(runtime, job).error_code == "not_an_image"
+
+
+def test_a_job_delivered_more_than_max_deliveries_times_fails_instead_of_running_again(
+    runtime: Runtime, samples: dict[str, bytes]
+) -> None:
+    job = create_job(runtime, samples["bus.jpg"])
+    for _ in range(constants.MAX_DELIVERIES):  # each delivery whose worker died mid-job
+        assert runtime.store.claim(job.id, worker="died") is not None
+
+    run_job(runtime, job.id, worker="in-process")
+
+    done = finished(runtime, job)
+    assert (done.status, done.error_code) == (JobStatus.FAILED, "too_many_attempts")
+    assert done.attempts == constants.MAX_DELIVERIES + 1 and done.detections is None
+
+
+def test_the_registered_task_runs_a_job_in_process(
+    settings: Settings, runtime: Runtime, samples: dict[str, bytes]
+) -> None:
+    app = create_celery_app(settings)
+    job = create_job(runtime, samples["zidane.jpg"])
+
+    app.tasks[constants.DETECT_TASK].apply(args=[job.id], throw=True)
+    app.tasks[constants.DETECT_TASK].apply(args=[job.id], throw=True)  # a second delivery: no effect
+
+    done = finished(runtime, job)
+    assert (done.status, done.attempts) == (JobStatus.SUCCEEDED, 1)
+
+
+def test_the_purge_task_deletes_jobs_finished_before_the_retention_period(
+    settings: Settings, runtime: Runtime, samples: dict[str, bytes]
+) -> None:
+    app = create_celery_app(settings)  # retention 0: every finished job is expired
+    job = create_job(runtime, samples["zidane.jpg"])
+    assert runtime.store.cancel(job.id) is not None
+
+    purged = app.tasks[constants.PURGE_TASK].apply(throw=True).get()
+
+    assert purged >= 1
+    assert runtime.store.get(job.id) is None
+
+
+def test_an_unreachable_database_is_retried_a_bounded_number_of_times(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    dead = settings.model_copy(update={"database_url": "postgresql://visionq@127.0.0.1:1/none"})
+    task = create_celery_app(dead).tasks[constants.DETECT_TASK]
+    caplog.set_level(logging.INFO, logger="celery.app.trace")
+
+    result = task.apply(args=[str(uuid.uuid4())])  # eager: retries run at once, without the backoff
+
+    assert result.state == "FAILURE"
+    retries = [r for r in caplog.records if "retry: Retry in" in r.getMessage()]
+    assert len(retries) == task.max_retries == 10

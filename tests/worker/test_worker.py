@@ -1,0 +1,163 @@
+"""A real `celery worker` on RabbitMQ and PostgreSQL: one result per job, whatever the deliveries."""
+
+from __future__ import annotations
+
+import signal
+import time
+from io import BytesIO
+
+import pytest
+from PIL import Image
+
+from tests.worker.conftest import PARAMS, WorkerProcess, image_in, wait_for_job
+from visionq import constants
+from visionq.config import Settings
+from visionq.detect.detector import Detector
+from visionq.store import Job, JobStatus, JobStore
+from visionq.worker import JobPublisher, create_celery_app
+
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres, pytest.mark.slow]
+
+TIMING_KEYS = {"queue_wait", "decode", "preprocess", "inference", "postprocess", "total"}
+
+
+@pytest.fixture(scope="module")
+def publisher(rabbit_settings: Settings) -> JobPublisher:
+    return JobPublisher(create_celery_app(rabbit_settings))
+
+
+def submit(store: JobStore, publisher: JobPublisher, data: bytes, **params: object) -> Job:
+    job = store.create(image=image_in(data), model=constants.DEFAULT_MODEL, params=PARAMS | params)
+    publisher.publish(job.id)
+    return job
+
+
+def drain(store: JobStore, publisher: JobPublisher, samples: dict[str, bytes]) -> None:
+    """Run one more job to the end: the single worker took every message published before it."""
+    sentinel = submit(store, publisher, samples["zidane.jpg"])
+    assert wait_for_job(store, sentinel.id).status is JobStatus.SUCCEEDED
+
+
+def test_a_published_job_runs_once_and_stores_what_the_detector_finds_in_process(
+    rabbit_worker: WorkerProcess,
+    rabbit_store: JobStore,
+    publisher: JobPublisher,
+    samples: dict[str, bytes],
+    detector: Detector,
+) -> None:
+    job = submit(rabbit_store, publisher, samples["bus.jpg"])
+
+    done = wait_for_job(rabbit_store, job.id)
+
+    expected = detector.detect(samples["bus.jpg"])
+    assert done.status is JobStatus.SUCCEEDED, done.error_message
+    assert done.detections == [d.to_dict() for d in expected.detections]
+    assert done.attempts == 1
+    assert done.worker is not None and done.worker.startswith("rabbit@")
+    assert done.timings_ms is not None and set(done.timings_ms) == TIMING_KEYS
+    assert done.timings_ms["total"] >= done.timings_ms["inference"] > 0
+    assert done.started_at is not None and done.finished_at is not None
+
+
+def test_a_job_cancelled_before_it_runs_is_never_run(
+    rabbit_worker: WorkerProcess, rabbit_store: JobStore, publisher: JobPublisher, samples: dict[str, bytes]
+) -> None:
+    job = rabbit_store.create(
+        image=image_in(samples["bus.jpg"]), model=constants.DEFAULT_MODEL, params=PARAMS
+    )
+    assert rabbit_store.cancel(job.id) is not None
+    publisher.publish(job.id)
+
+    drain(rabbit_store, publisher, samples)
+
+    after = rabbit_store.get(job.id)
+    assert after is not None
+    assert (after.status, after.attempts, after.worker, after.detections) == (
+        JobStatus.CANCELLED,
+        0,
+        None,
+        None,
+    )
+
+
+def test_a_redelivered_message_of_a_finished_job_writes_nothing(
+    rabbit_worker: WorkerProcess, rabbit_store: JobStore, publisher: JobPublisher, samples: dict[str, bytes]
+) -> None:
+    job = submit(rabbit_store, publisher, samples["bus.jpg"])
+    first = wait_for_job(rabbit_store, job.id)
+    assert first.status is JobStatus.SUCCEEDED
+
+    publisher.publish(job.id)
+    drain(rabbit_store, publisher, samples)
+
+    assert rabbit_store.get(job.id) == first
+
+
+def test_a_corrupt_image_fails_the_job_with_code_corrupt_and_no_retry(
+    rabbit_worker: WorkerProcess, rabbit_store: JobStore, publisher: JobPublisher, samples: dict[str, bytes]
+) -> None:
+    truncated = samples["bus.jpg"][: len(samples["bus.jpg"]) // 2]
+    job = submit(rabbit_store, publisher, truncated)
+
+    done = wait_for_job(rabbit_store, job.id)
+
+    assert (done.status, done.error_code, done.attempts) == (JobStatus.FAILED, "corrupt", 1)
+    assert done.error_message and "truncated" in done.error_message
+    assert done.detections is None
+
+
+def slow_png() -> bytes:
+    """A 36-megapixel PNG: no DCT shortcut, so decoding alone takes long enough to be caught running."""
+    buffer = BytesIO()
+    image = Image.linear_gradient("L").resize((6000, 6000)).convert("RGB")
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def test_a_job_whose_worker_is_killed_mid_run_is_redelivered_and_succeeds_on_the_second_attempt(
+    rabbit_worker: WorkerProcess, rabbit_store: JobStore, publisher: JobPublisher
+) -> None:
+    data = slow_png()
+    for _ in range(3):  # the job may finish between two polls: then try again with a new one
+        job = submit(rabbit_store, publisher, data)
+        running = _wait_until_running(rabbit_store, job.id)
+        rabbit_worker.signal(signal.SIGSTOP)  # freeze it where it is, then look
+        frozen = rabbit_store.get(job.id)
+        assert frozen is not None
+        if frozen.status is JobStatus.RUNNING:
+            break
+        rabbit_worker.signal(signal.SIGCONT)
+    else:
+        pytest.fail("the job always finished before the worker could be stopped mid-run")
+    assert running.attempts == 1
+
+    rabbit_worker.kill()
+    rabbit_worker.start()
+    done = wait_for_job(rabbit_store, job.id)
+
+    assert (done.status, done.attempts) == (JobStatus.SUCCEEDED, 2), done.error_message
+    assert done.started_at is not None and running.started_at is not None
+    assert done.started_at > running.started_at
+
+
+def test_a_job_past_the_soft_time_limit_fails_with_code_timeout(
+    rabbit_worker: WorkerProcess, rabbit_store: JobStore, publisher: JobPublisher
+) -> None:
+    job = submit(rabbit_store, publisher, slow_png())
+    _wait_until_running(rabbit_store, job.id)
+
+    rabbit_worker.signal_children(signal.SIGUSR1)  # what billiard sends when the soft limit expires
+
+    done = wait_for_job(rabbit_store, job.id)
+    assert (done.status, done.error_code, done.attempts) == (JobStatus.FAILED, "timeout", 1)
+
+
+def _wait_until_running(store: JobStore, job_id: str) -> Job:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        job = store.get(job_id)
+        assert job is not None
+        if job.status is not JobStatus.QUEUED:
+            return job
+        time.sleep(0.005)
+    pytest.fail(f"job {job_id} was never claimed")

@@ -1,0 +1,134 @@
+"""The Celery app factory: JSON messages carrying a job id, late acks, no result backend."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu.entity import Exchange, Queue
+
+from visionq import constants
+from visionq.config import Settings
+from visionq.worker import embedded
+from visionq.worker.runtime import RuntimeSlot
+
+# Seconds to open a broker connection (TCP + handshake). The API publishes inside a request, so a dead
+# broker must cost it a few seconds and a 503, never a hung request.
+BROKER_CONNECT_TIMEOUT_S = 2.0
+
+# Publishing retries a dropped pooled connection (RabbitMQ closes idle ones) once or twice, then gives
+# up: 3 connects of at most 2 s plus 1.5 s of sleeps keeps the worst case under 8 s.
+PUBLISH_RETRY_POLICY: dict[str, float] = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 1,
+}
+
+# RabbitMQ closes the channel of a consumer that holds a delivery unacknowledged longer than this
+# (its consumer_timeout, 30 min by default). With late acks a task's message is acked only when the
+# task ends, so the hard time limit must end a task well before it.
+RABBITMQ_CONSUMER_TIMEOUT_S = 30 * 60
+
+# A prefork child loads its model and runs a warm-up inference before it reports up; billiard's
+# default of 4 s would kill children loading a big model on a busy machine.
+PROCESS_INIT_TIMEOUT_S = 60.0
+
+_AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+_REDIS_SCHEMES = ("redis", "rediss")
+
+
+def create_celery_app(settings: Settings) -> Celery:
+    """A Celery app for `settings`' broker: RabbitMQ, Redis, or the embedded filesystem broker."""
+    limit = settings.task_time_limit
+    if limit >= RABBITMQ_CONSUMER_TIMEOUT_S:
+        raise ValueError(
+            f"task_time_limit ({limit} s) must stay below RabbitMQ's consumer_timeout "
+            f"({RABBITMQ_CONSUMER_TIMEOUT_S} s), or the broker drops the worker's channel first"
+        )
+    exchange = Exchange(  # type: ignore[no-untyped-call]
+        constants.QUEUE, type="direct", durable=True, delivery_mode="persistent"
+    )
+    queue = Queue(  # type: ignore[no-untyped-call]
+        constants.QUEUE, exchange, routing_key=constants.QUEUE, durable=True
+    )
+    # kombu ignores the filesystem URL's host, but logs a warning in every process when there is none.
+    broker = "filesystem://localhost//" if settings.embedded_broker else settings.resolved_broker_url
+    app = Celery("visionq", broker=broker, include=["visionq.worker.tasks"])
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        event_serializer="json",
+        # The job table is the single source of truth: no result backend, nothing stored by Celery.
+        result_backend=None,
+        task_ignore_result=True,
+        task_queues=(queue,),
+        task_default_queue=constants.QUEUE,
+        task_default_exchange=constants.QUEUE,
+        task_default_exchange_type="direct",
+        task_default_routing_key=constants.QUEUE,
+        task_default_delivery_mode="persistent",
+        task_routes={
+            constants.DETECT_TASK: {"queue": constants.QUEUE},
+            constants.PURGE_TASK: {"queue": constants.QUEUE},
+        },
+        # At-least-once: a message is acked after its task ran, and requeued if the child died.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # A hard time limit requeues too: the redelivery counts an attempt, and the task fails the job
+        # once it has been delivered more than MAX_DELIVERIES times (a job that always hangs).
+        task_acks_on_timeout=False,
+        worker_prefetch_multiplier=1,
+        task_time_limit=limit,
+        # The soft limit raises inside the task, which records a `timeout` failure before the hard kill.
+        task_soft_time_limit=_soft_limit(limit),
+        task_publish_retry=True,
+        task_publish_retry_policy=PUBLISH_RETRY_POLICY,
+        broker_connection_timeout=BROKER_CONNECT_TIMEOUT_S,
+        broker_connection_retry_on_startup=True,
+        # Tasks still running when the connection drops will be redelivered: cancel them, not finish
+        # them twice (the store would refuse the second result, but the CPU would be spent twice).
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_proc_alive_timeout=PROCESS_INIT_TIMEOUT_S,
+        # Flower's live view: task-received/started/succeeded from workers, task-sent from the API.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        enable_utc=True,
+        timezone="UTC",
+        beat_schedule={
+            "purge-expired-jobs": {
+                "task": constants.PURGE_TASK,
+                "schedule": float(constants.PURGE_INTERVAL_S),
+                "options": {"queue": constants.QUEUE},
+            }
+        },
+        beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
+        broker_transport_options=_transport_options(settings),
+    )
+    RuntimeSlot(settings).attach(app)
+    return app
+
+
+def _soft_limit(limit: int) -> int:
+    """A tenth below the hard limit, at least a second: time for the task to record its failure."""
+    return limit - max(1, limit // 10)
+
+
+def _transport_options(settings: Settings) -> dict[str, Any]:
+    scheme = settings.resolved_broker_url.split("://", 1)[0].split("+", 1)[0].lower()
+    if settings.embedded_broker:
+        return embedded.transport_options(settings.broker_dir)
+    if scheme in _AMQP_SCHEMES:
+        # Publisher confirms: publish() returns only once RabbitMQ has taken the message.
+        return {"confirm_publish": True}
+    if scheme in _REDIS_SCHEMES:
+        return {
+            # Redis redelivers an unacked message after this: a little above the task time limit, so a
+            # killed worker's job comes back in minutes (not the default hour) and a live one isn't
+            # handed out twice.
+            "visibility_timeout": settings.task_time_limit + 60,
+            "socket_connect_timeout": BROKER_CONNECT_TIMEOUT_S,
+            "socket_timeout": BROKER_CONNECT_TIMEOUT_S * 2,
+        }
+    return {}

@@ -1,0 +1,73 @@
+"""The embedded broker: kombu's filesystem transport in folders under the data dir, for one machine.
+
+One message is one file in `messages/`, named `<ms>_<uuid>.<queue>.msg`; consumers poll the folder.
+Exchange → queue bindings are files in `control/`, which is what fanout (inspect, control, Flower's
+events) needs. kombu never removes the binding of a consumer that went away (a killed Flower, a
+stopped worker's control queue), so every event and broadcast keeps adding files for it that nobody
+reads: `prune_stale_messages` deletes those once they are old.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from visionq import constants
+
+# The folder is listed on every poll: 0.1 s keeps the added latency small for one listing per poll.
+POLL_INTERVAL_S = 0.1
+
+# Events and control messages are worthless after seconds (RabbitMQ gives events a 5 s TTL, control
+# replies expire with their request); one ten minutes old has no live reader and never will.
+STALE_MESSAGE_AGE_S = 600.0
+
+
+def messages_folder(broker_dir: Path) -> Path:
+    return broker_dir / "messages"
+
+
+def transport_options(broker_dir: Path) -> dict[str, Any]:
+    """The filesystem transport's options, its folders created."""
+    messages, control, processed = (
+        messages_folder(broker_dir),
+        broker_dir / "control",
+        broker_dir / "processed",
+    )
+    for folder in (messages, control, processed):
+        folder.mkdir(parents=True, exist_ok=True)
+    return {
+        # One folder for both: producers write where consumers read.
+        "data_folder_in": str(messages),
+        "data_folder_out": str(messages),
+        "control_folder": str(control),
+        # A consumed message is deleted, not kept: the job table is the record.
+        "store_processed": False,
+        "processed_folder": str(processed),
+        "polling_interval": POLL_INTERVAL_S,
+    }
+
+
+def prune_stale_messages(broker_dir: Path, *, older_than_s: float = STALE_MESSAGE_AGE_S) -> int:
+    """Delete event and control messages older than `older_than_s`; job messages are never touched.
+
+    Returns how many files were deleted.
+    """
+    folder = messages_folder(broker_dir)
+    if not folder.is_dir():
+        return 0
+    jobs = f"{constants.QUEUE}.msg"
+    cutoff = time.time() - older_than_s
+    removed = 0
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if not entry.name.endswith(".msg") or entry.name.partition(".")[2] == jobs:
+                continue
+            try:
+                if entry.stat().st_mtime < cutoff:
+                    os.remove(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                pass  # consumed meanwhile
+    return removed

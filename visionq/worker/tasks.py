@@ -1,0 +1,146 @@
+"""The worker's tasks: run one detection job, purge expired jobs.
+
+A message carries only a job id; the job row says what to do and takes the one result. Delivery is at
+least once, so every step tolerates a second delivery: `claim` refuses finished jobs, and `succeed` /
+`fail` write only over a running job.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from celery import Task, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.utils.log import get_task_logger
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from visionq import constants
+from visionq.errors import ServiceUnavailable, VisionqError
+from visionq.store import Job
+from visionq.worker import embedded
+from visionq.worker.runtime import Runtime, runtime_slot
+
+logger = get_task_logger(__name__)
+
+# Transient: the database is unreachable or restarting. The task is published again with exponential
+# backoff and full jitter (up to 1 s, 2 s, 4 s ... 60 s; 10 times, about 5 minutes at most, enough to
+# ride out a restart or a failover), and runs again from the claim.
+# Broker blips need nothing here: with late acks an unacked message is redelivered by the broker.
+# Permanent: anything wrong with the job itself (bad image, bad parameter, unknown model, too slow)
+# is recorded on the job by `run_job` and never retried.
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, ServiceUnavailable)
+
+
+def _task(**options: Any) -> Callable[[Callable[..., Any]], Task]:
+    """`shared_task` with a type: Celery ships none, and strict mypy refuses untyped decorators."""
+    decorator: Callable[[Callable[..., Any]], Task] = shared_task(**options)
+    return decorator
+
+
+@_task(
+    bind=True,
+    name=constants.DETECT_TASK,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=True,
+    retry_backoff_max=60,
+    retry_jitter=True,
+    max_retries=10,
+)
+def detect(self: Task, job_id: str) -> None:
+    """Run detection job `job_id` and store its result (or its permanent failure) in the job row."""
+    run_job(runtime_slot(self.app).get(), job_id, worker=self.request.hostname or "local")
+
+
+@_task(
+    bind=True,
+    name=constants.PURGE_TASK,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=True,
+    retry_backoff_max=60,
+    max_retries=3,
+)
+def purge(self: Task) -> int:
+    """Delete jobs (and unused images) finished longer ago than the retention period."""
+    runtime = runtime_slot(self.app).get()
+    cutoff = datetime.now(UTC) - runtime.settings.retention
+    count = runtime.store.purge(finished_before=cutoff)
+    logger.info("purged %d job(s) finished before %s", count, cutoff.isoformat())
+    if runtime.settings.embedded_broker:
+        stale = embedded.prune_stale_messages(runtime.settings.broker_dir)
+        logger.info("deleted %d stale event/control message file(s) of the embedded broker", stale)
+    return count
+
+
+def run_job(runtime: Runtime, job_id: str, *, worker: str) -> None:
+    """Claim the job, detect, record the outcome; a job already finished or cancelled is left alone."""
+    started = time.perf_counter()
+    job = runtime.store.claim(job_id, worker=worker)
+    if job is None:
+        logger.info("job %s is finished, cancelled or unknown: nothing to do", job_id)
+        return
+    if job.attempts > constants.MAX_DELIVERIES:
+        message = f"the job was delivered {job.attempts} times without finishing (its worker died each time)"
+        _fail(runtime, job, "too_many_attempts", message)
+        return
+    try:
+        timings = _detect(runtime, job)
+    except SoftTimeLimitExceeded:
+        limit = runtime.settings.task_time_limit
+        _fail(runtime, job, "timeout", f"detection did not finish within the time limit (~{limit} s)")
+        return
+    except TRANSIENT_ERRORS:
+        raise  # retried by the task
+    except VisionqError as exc:
+        _fail(runtime, job, exc.code, exc.message)
+        return
+    except Exception as exc:
+        # A bug or an ONNX Runtime error: retrying would fail the same way, and a job left running
+        # would never get its one result.
+        logger.exception("job %s: unexpected error", job.id)
+        _fail(runtime, job, "internal_error", f"{type(exc).__name__}: {exc}")
+        return
+    detections, stages = timings
+    queue_wait = _queue_wait_ms(job)
+    stages["queue_wait"] = queue_wait
+    stages["total"] = round(queue_wait + (time.perf_counter() - started) * 1000, 3)
+    if not runtime.store.succeed(job.id, detections=detections, timings_ms=stages):
+        logger.info("job %s finished elsewhere meanwhile; result dropped", job.id)
+        return
+    logger.info("job %s succeeded: %d detection(s) in %.1f ms", job.id, len(detections), stages["total"])
+
+
+def _detect(runtime: Runtime, job: Job) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    data = runtime.store.image_data(job.image_sha256)
+    if data is None:
+        raise VisionqError("the job's image is gone (deleted or purged)", code="image_missing")
+    detector = runtime.detector(job.model)
+    params = job.params
+    result = detector.detect(
+        data,
+        conf=float(_param(params, "conf", constants.DEFAULT_CONFIDENCE)),
+        iou=float(_param(params, "iou", constants.DEFAULT_IOU)),
+        classes=params.get("classes") or None,
+        max_det=int(_param(params, "max_det", constants.DEFAULT_MAX_DETECTIONS)),
+    )
+    return [d.to_dict() for d in result.detections], dict(result.timings_ms)
+
+
+def _param(params: dict[str, Any], name: str, default: float) -> Any:
+    """A detection parameter, the default when the job left it out or null."""
+    value = params.get(name)
+    return default if value is None else value
+
+
+def _queue_wait_ms(job: Job) -> float:
+    """Created → claimed; 0 when clock skew between the API's and the worker's machines says negative."""
+    if job.started_at is None:
+        return 0.0
+    return round(max(0.0, (job.started_at - job.created_at).total_seconds() * 1000), 3)
+
+
+def _fail(runtime: Runtime, job: Job, code: str, message: str) -> None:
+    logger.warning("job %s failed (%s): %s", job.id, code, message)
+    runtime.store.fail(job.id, code=code, message=message)
