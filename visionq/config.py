@@ -40,8 +40,8 @@ class Settings(BaseSettings):
     task_time_limit: int = Field(
         default=constants.TASK_TIME_LIMIT_S,
         ge=10,
-        # Below RabbitMQ's consumer_timeout (30 min), which would otherwise drop the channel first.
-        le=1700,
+        # Below RabbitMQ's consumer_timeout, which would otherwise drop the worker's channel first.
+        lt=constants.RABBITMQ_CONSUMER_TIMEOUT_S,
         description="Seconds before a detection is killed.",
     )
     flower_basic_auth: SecretStr | None = Field(

@@ -30,10 +30,16 @@ DEFAULT_RETENTION: Final = timedelta(days=7)
 # far below RabbitMQ's consumer_timeout (30 min by default), or RabbitMQ closes the channel first.
 TASK_TIME_LIMIT_S: Final = 300
 
+# RabbitMQ closes the channel of a consumer that holds a delivery unacknowledged longer than this
+# (its consumer_timeout, 30 min by default). With late acks a task's message is acked only when the
+# task ends, so the hard time limit must end a task well before it.
+RABBITMQ_CONSUMER_TIMEOUT_S: Final = 30 * 60
+
 # The one Celery queue detection jobs travel on; durable, so a broker restart loses none.
 QUEUE: Final = "visionq"
 DETECT_TASK: Final = "visionq.detect"
 PURGE_TASK: Final = "visionq.purge"
+RECOVER_TASK: Final = "visionq.recover"
 
 # Deliveries of one job before it is failed instead of run again: a job that keeps killing its worker
 # (out of memory, a hang past the time limit) must not loop forever through redelivery.
@@ -41,3 +47,8 @@ MAX_DELIVERIES: Final = 3
 
 # How often Celery beat purges expired jobs; retention is days, so hourly is precise enough.
 PURGE_INTERVAL_S: Final = 3600
+
+# How often beat looks for stalled jobs (running past the time limit with no worker on them), and how
+# long past the time limit a job must be to count: the grace covers clock skew between machines.
+RECOVER_INTERVAL_S: Final = 60
+RECOVER_GRACE_S: Final = 30

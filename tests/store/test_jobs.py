@@ -268,6 +268,49 @@ def test_fail_records_the_error_of_a_running_job_only(store: JobStore) -> None:
     assert (failed.timings_ms, failed.detections) == ({"decode": 0.5}, None)
 
 
+def test_requeue_stalled_hands_back_only_jobs_running_since_before_the_cutoff_once(
+    store: JobStore, clock: FakeClock
+) -> None:
+    stalled = make_job(store)
+    assert store.claim(stalled.id, worker="died") is not None
+    waiting = make_job(store)  # queued, never started: its message is still on the broker
+    done = make_job(store)
+    assert store.claim(done.id, worker="w") is not None
+    assert store.succeed(done.id, detections=[], timings_ms={})
+    clock.advance(timedelta(minutes=10))
+    cutoff = clock.now
+    fresh = make_job(store)
+    assert store.claim(fresh.id, worker="alive") is not None
+
+    assert store.requeue_stalled(started_before=cutoff) == [stalled.id]
+
+    requeued = store.get(stalled.id)
+    assert requeued is not None and requeued.status is JobStatus.QUEUED
+    assert requeued.attempts == 1  # counted again only when a worker claims it
+    assert store.requeue_stalled(started_before=cutoff) == []
+    for other, status in (
+        (waiting, JobStatus.QUEUED),
+        (done, JobStatus.SUCCEEDED),
+        (fresh, JobStatus.RUNNING),
+    ):
+        after = store.get(other.id)
+        assert after is not None and after.status is status
+
+
+def test_a_requeued_job_whose_message_never_came_is_handed_back_again_a_period_later(
+    store: JobStore, clock: FakeClock
+) -> None:
+    job = make_job(store)
+    assert store.claim(job.id, worker="died") is not None
+    clock.advance(timedelta(minutes=10))
+    assert store.requeue_stalled(started_before=clock.now) == [job.id]
+    # The publish after it failed (broker down): the job sits queued with no message.
+    clock.advance(timedelta(minutes=10))
+    assert store.requeue_stalled(started_before=clock.now) == [job.id]
+    claimed = store.claim(job.id, worker="w")
+    assert claimed is not None and claimed.attempts == 2
+
+
 def test_cancel_cancels_a_queued_job_which_then_cannot_be_claimed_or_finished(store: JobStore) -> None:
     job = make_job(store)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from visionq import constants
 from visionq.config import Settings
 from visionq.worker import create_celery_app
-from visionq.worker.app import RABBITMQ_CONSUMER_TIMEOUT_S
 from visionq.worker.runtime import RuntimeSlot, runtime_slot
 
 
@@ -39,11 +39,9 @@ def test_the_soft_time_limit_falls_a_little_before_the_hard_one(tmp_path: Path) 
     assert 100 <= conf.task_soft_time_limit < 120
 
 
-def test_a_time_limit_beyond_rabbitmqs_consumer_timeout_is_refused(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, task_time_limit=RABBITMQ_CONSUMER_TIMEOUT_S)
-
-    with pytest.raises(ValueError, match="consumer_timeout"):
-        create_celery_app(settings)
+def test_a_time_limit_beyond_rabbitmqs_consumer_timeout_is_refused_when_settings_load(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="task_time_limit"):
+        Settings(data_dir=tmp_path, task_time_limit=constants.RABBITMQ_CONSUMER_TIMEOUT_S)
 
 
 def test_redis_redelivers_a_lost_job_soon_after_the_time_limit(tmp_path: Path) -> None:
@@ -66,13 +64,14 @@ def test_the_embedded_broker_is_one_folder_shared_by_producers_and_consumers(tmp
     assert options["store_processed"] is False
 
 
-def test_the_purge_task_is_scheduled_hourly_on_the_job_queue(tmp_path: Path) -> None:
+def test_beat_purges_hourly_and_recovers_stalled_jobs_every_minute_on_the_job_queue(tmp_path: Path) -> None:
     schedule = create_celery_app(Settings(data_dir=tmp_path)).conf.beat_schedule
 
-    (entry,) = schedule.values()
-    assert entry["task"] == constants.PURGE_TASK
-    assert entry["schedule"] == constants.PURGE_INTERVAL_S
-    assert entry["options"] == {"queue": constants.QUEUE}
+    by_task = {entry["task"]: entry for entry in schedule.values()}
+    assert set(by_task) == {constants.PURGE_TASK, constants.RECOVER_TASK}
+    assert by_task[constants.PURGE_TASK]["schedule"] == constants.PURGE_INTERVAL_S == 3600
+    assert by_task[constants.RECOVER_TASK]["schedule"] == constants.RECOVER_INTERVAL_S == 60
+    assert all(entry["options"] == {"queue": constants.QUEUE} for entry in by_task.values())
 
 
 def test_each_app_has_its_own_runtime_slot(tmp_path: Path) -> None:

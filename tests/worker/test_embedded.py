@@ -7,15 +7,18 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 
 from tests.worker.conftest import PARAMS, WorkerProcess, image_in, wait_for_job
 from visionq import constants
 from visionq.config import Settings
 from visionq.detect.detector import Detector
-from visionq.store import JobStatus, JobStore
+from visionq.store import JobStatus, JobStore, create_engine_for
+from visionq.store.models import JobRow
 from visionq.worker import JobPublisher, create_celery_app, embedded
 
 pytestmark = pytest.mark.slow
@@ -42,6 +45,36 @@ def test_a_job_runs_over_the_filesystem_broker_and_sqlite(
     assert done.attempts == 1
     assert done.timings_ms is not None and done.timings_ms["queue_wait"] >= 0
     assert not list((embedded_settings.broker_dir / "messages").glob(f"*.{constants.QUEUE}.msg"))
+
+
+def test_a_job_whose_worker_died_and_whose_message_was_lost_is_recovered_and_run(
+    embedded_worker: WorkerProcess,
+    embedded_settings: Settings,
+    embedded_store: JobStore,
+    samples: dict[str, bytes],
+) -> None:
+    # What a kill -9 leaves on the filesystem broker: the job claimed (running) an hour ago, and its
+    # message gone with the dead worker's memory.
+    job = embedded_store.create(
+        image=image_in(samples["zidane.jpg"]), model=constants.DEFAULT_MODEL, params=PARAMS
+    )
+    assert embedded_store.claim(job.id, worker="died") is not None
+    engine = create_engine_for(embedded_settings.resolved_database_url)
+    with engine.begin() as conn:
+        an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+        conn.execute(update(JobRow).where(JobRow.id == job.id).values(started_at=an_hour_ago))
+    engine.dispose()
+    app = create_celery_app(embedded_settings)
+
+    republished = app.tasks[constants.RECOVER_TASK].apply(throw=True).get()
+
+    assert republished >= 1
+    done = wait_for_job(embedded_store, job.id)
+    assert (done.status, done.attempts) == (JobStatus.SUCCEEDED, 2), done.error_message
+    # Recovered once: a second sweep finds nothing of this job to hand back.
+    assert job.id not in embedded_store.requeue_stalled(
+        started_before=datetime.now(UTC) - timedelta(minutes=5)
+    )
 
 
 def test_celery_inspect_ping_reaches_a_worker_over_the_filesystem_broker(

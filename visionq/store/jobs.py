@@ -175,6 +175,32 @@ class JobStore:
             )
             return result.rowcount == 1
 
+    def requeue_stalled(self, *, started_before: datetime, limit: int = PURGE_BATCH) -> builtins.list[str]:
+        """Put jobs a worker took but never finished back to queued; returns their ids to re-publish.
+
+        A running job started before the cutoff (older than the task time limit) has no worker on it
+        any more: its worker died and the broker lost the message (kombu's filesystem transport does
+        on a hard kill), or its retries ran out. A queued job with a start time was requeued by an
+        earlier call whose publish never happened. `started_at` becomes the requeue time, so each
+        stalled job is handed back once per period, not on every call.
+        """
+        stalled = (JobRow.started_at < started_before) & (
+            (JobRow.status == JobStatus.RUNNING.value)
+            | ((JobRow.status == JobStatus.QUEUED.value) & JobRow.started_at.is_not(None))
+        )
+        with self._engine.begin() as conn:
+            ids = conn.execute(select(JobRow.id).where(stalled).order_by(JobRow.started_at).limit(limit))
+            candidates = [row[0] for row in ids]
+            if not candidates:
+                return []
+            requeued = conn.execute(
+                update(JobRow)
+                .where(JobRow.id.in_(candidates), stalled)
+                .values(status=JobStatus.QUEUED.value, started_at=self._clock())
+                .returning(JobRow.id)
+            )
+            return [row[0] for row in requeued]
+
     def cancel(self, job_id: str) -> Job | None:
         """Cancel a queued job and return it; None when it is missing or no longer queued."""
         key = canonical_job_id(job_id)

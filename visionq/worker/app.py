@@ -25,11 +25,6 @@ PUBLISH_RETRY_POLICY: dict[str, float] = {
     "interval_max": 1,
 }
 
-# RabbitMQ closes the channel of a consumer that holds a delivery unacknowledged longer than this
-# (its consumer_timeout, 30 min by default). With late acks a task's message is acked only when the
-# task ends, so the hard time limit must end a task well before it.
-RABBITMQ_CONSUMER_TIMEOUT_S = 30 * 60
-
 # A prefork child loads its model and runs a warm-up inference before it reports up; billiard's
 # default of 4 s would kill children loading a big model on a busy machine.
 PROCESS_INIT_TIMEOUT_S = 60.0
@@ -41,11 +36,6 @@ _REDIS_SCHEMES = ("redis", "rediss")
 def create_celery_app(settings: Settings) -> Celery:
     """A Celery app for `settings`' broker: RabbitMQ, Redis, or the embedded filesystem broker."""
     limit = settings.task_time_limit
-    if limit >= RABBITMQ_CONSUMER_TIMEOUT_S:
-        raise ValueError(
-            f"task_time_limit ({limit} s) must stay below RabbitMQ's consumer_timeout "
-            f"({RABBITMQ_CONSUMER_TIMEOUT_S} s), or the broker drops the worker's channel first"
-        )
     exchange = Exchange(  # type: ignore[no-untyped-call]
         constants.QUEUE, type="direct", durable=True, delivery_mode="persistent"
     )
@@ -72,6 +62,7 @@ def create_celery_app(settings: Settings) -> Celery:
         task_routes={
             constants.DETECT_TASK: {"queue": constants.QUEUE},
             constants.PURGE_TASK: {"queue": constants.QUEUE},
+            constants.RECOVER_TASK: {"queue": constants.QUEUE},
         },
         # At-least-once: a message is acked after its task ran, and requeued if the child died.
         task_acks_late=True,
@@ -101,7 +92,12 @@ def create_celery_app(settings: Settings) -> Celery:
                 "task": constants.PURGE_TASK,
                 "schedule": float(constants.PURGE_INTERVAL_S),
                 "options": {"queue": constants.QUEUE},
-            }
+            },
+            "recover-stalled-jobs": {
+                "task": constants.RECOVER_TASK,
+                "schedule": float(constants.RECOVER_INTERVAL_S),
+                "options": {"queue": constants.QUEUE},
+            },
         },
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
         broker_transport_options=_transport_options(settings),

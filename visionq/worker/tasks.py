@@ -1,4 +1,4 @@
-"""The worker's tasks: run one detection job, purge expired jobs.
+"""The worker's tasks: run one detection job, purge expired jobs, re-publish stalled ones.
 
 A message carries only a job id; the job row says what to do and takes the one result. Delivery is at
 least once, so every step tolerates a second delivery: `claim` refuses finished jobs, and `succeed` /
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery import Task, shared_task
@@ -21,6 +21,7 @@ from visionq import constants
 from visionq.errors import ServiceUnavailable, VisionqError
 from visionq.store import Job
 from visionq.worker import embedded
+from visionq.worker.publish import JobPublisher
 from visionq.worker.runtime import Runtime, runtime_slot
 
 logger = get_task_logger(__name__)
@@ -72,6 +73,28 @@ def purge(self: Task) -> int:
         stale = embedded.prune_stale_messages(runtime.settings.broker_dir)
         logger.info("deleted %d stale event/control message file(s) of the embedded broker", stale)
     return count
+
+
+@_task(
+    bind=True,
+    name=constants.RECOVER_TASK,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=True,
+    retry_backoff_max=60,
+    max_retries=3,
+)
+def recover(self: Task) -> int:
+    """Re-publish jobs that stalled (running past the time limit with no worker on them)."""
+    runtime = runtime_slot(self.app).get()
+    limit = runtime.settings.task_time_limit + constants.RECOVER_GRACE_S
+    cutoff = datetime.now(UTC) - timedelta(seconds=limit)
+    job_ids = runtime.store.requeue_stalled(started_before=cutoff)
+    publisher = JobPublisher(self.app)
+    for job_id in job_ids:
+        # A broker error stops here; the jobs not yet published are picked up again next period.
+        publisher.publish(job_id)
+        logger.warning("job %s stalled (no result %d s after its start): published again", job_id, limit)
+    return len(job_ids)
 
 
 def run_job(runtime: Runtime, job_id: str, *, worker: str) -> None:
