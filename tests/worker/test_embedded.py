@@ -65,6 +65,7 @@ def test_a_job_whose_worker_died_and_whose_message_was_lost_is_recovered_and_run
         conn.execute(update(JobRow).where(JobRow.id == job.id).values(started_at=an_hour_ago))
     engine.dispose()
     app = create_celery_app(embedded_settings)
+    app.loader.import_default_modules()  # registers the tasks, as a worker or beat does at start
 
     republished = app.tasks[constants.RECOVER_TASK].apply(throw=True).get()
 
