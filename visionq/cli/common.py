@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from visionq.config import Settings
 from visionq.detect.detector import Detector
@@ -23,7 +24,7 @@ def load_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        err.print(f"[red]invalid configuration:[/red] {exc}")
+        err.print(f"[red]invalid configuration:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from exc
 
 
@@ -33,7 +34,7 @@ def reported_errors() -> Iterator[None]:
     try:
         yield
     except VisionqError as exc:
-        err.print(f"[red]error[/red] ({exc.code}): {exc.message}")
+        err.print(f"[red]error[/red] ({exc.code}): {escape(exc.message)}")
         raise typer.Exit(1) from exc
 
 

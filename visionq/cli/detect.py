@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from visionq import constants
@@ -52,15 +53,15 @@ def detect(
             failed += 1
             if as_json:
                 line = {"image": str(path), "error": {"code": exc.code, "message": exc.message}}
-                out.print(json.dumps(line), soft_wrap=True)
-            err.print(f"[red]{path}[/red]: {exc.message}")
+                typer.echo(json.dumps(line))
+            err.print(f"[red]{escape(str(path))}[/red]: {escape(exc.message)}")
             continue
         if annotate_dir is not None:
             # Drawn on the full-resolution image: detection may have decoded a reduced one.
             full = decode_image(data, max_pixels=settings.max_image_pixels)
             (annotate_dir / f"{path.stem}.jpg").write_bytes(annotate(full.image, result.detections))
         if as_json:
-            out.print(json.dumps({"image": str(path), **result.to_dict()}), soft_wrap=True)
+            typer.echo(json.dumps({"image": str(path), **result.to_dict()}))
             continue
         table = Table(
             "label", "confidence", "x1", "y1", "x2", "y2", title=f"{path} ({result.width}x{result.height})"

@@ -86,7 +86,7 @@ def list_(
     manifests = cache.list()
     if as_json:
         for m in manifests:
-            out.print(json.dumps(m.model_dump(mode="json", exclude={"heads"})), soft_wrap=True)
+            typer.echo(json.dumps(m.model_dump(mode="json", exclude={"heads"})))
         return
     if not manifests:
         out.print(f"no models in {cache.root}; run `visionq models pull`")
