@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
+import redis
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -82,6 +83,8 @@ def unreachable(reason: str) -> NoReturn:
 # The maintenance database: test databases are created and dropped through it, never used themselves.
 POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 RABBITMQ_HOST, RABBITMQ_PORT = "127.0.0.1", 5672
+# The Redis database the tests may flush: visionq's tests own it, nothing else on the machine uses it.
+REDIS_TEST_URL = "redis://127.0.0.1:6379/9"
 
 
 @pytest.fixture(scope="session")
@@ -154,3 +157,17 @@ def rabbitmq_vhosts() -> Iterator[Callable[[], str]]:
     yield create
     for vhost in created:
         subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], check=False, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Redis database for the session's broker tests, flushed before and after."""
+    client = redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=2)
+    try:
+        client.flushdb()
+    except redis.exceptions.ConnectionError as exc:
+        client.close()
+        unreachable(f"Redis is unreachable at {REDIS_TEST_URL}: {exc}")
+    yield REDIS_TEST_URL
+    client.flushdb()
+    client.close()

@@ -152,14 +152,18 @@ def _seed_models(model_cache: ModelCache, data_dir: Path) -> None:
 def running_service(
     request: pytest.FixtureRequest, tmp_path: Path, model_cache: ModelCache
 ) -> Iterator[Service]:
-    """api + one worker. On RabbitMQ + PostgreSQL the worker plays "another machine": its own empty
-    data dir, sharing only the broker and the database with the API."""
+    """api + one worker. On RabbitMQ (or Redis) + PostgreSQL the worker plays "another machine": its
+    own empty data dir, sharing only the broker and the database with the API."""
     api_dir = tmp_path / "api"
     _seed_models(model_cache, api_dir)
-    if request.param == "rabbitmq-postgres":
+    if request.param in ("rabbitmq-postgres", "redis-postgres"):
         create_db: Callable[[], str] = request.getfixturevalue("postgres_databases")
-        create_vhost: Callable[[], str] = request.getfixturevalue("rabbitmq_vhosts")
-        shared = {"database_url": create_db(), "broker_url": create_vhost()}
+        if request.param == "redis-postgres":
+            broker: str = request.getfixturevalue("redis_url")
+        else:
+            create_vhost: Callable[[], str] = request.getfixturevalue("rabbitmq_vhosts")
+            broker = create_vhost()
+        shared = {"database_url": create_db(), "broker_url": broker}
         worker_dir = tmp_path / "worker-machine"
     else:
         # One machine: the embedded database and broker live in the one data dir.

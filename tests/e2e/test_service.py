@@ -22,7 +22,10 @@ pytestmark = pytest.mark.slow
 _DISTRIBUTED = pytest.param("rabbitmq-postgres", marks=[pytest.mark.rabbitmq, pytest.mark.postgres])
 
 
-@pytest.fixture(params=[_DISTRIBUTED, "embedded"])
+_REDIS = pytest.param("redis-postgres", marks=[pytest.mark.redis, pytest.mark.postgres])
+
+
+@pytest.fixture(params=[_DISTRIBUTED, _REDIS, "embedded"])
 def service(request: pytest.FixtureRequest, tmp_path: Path, model_cache: ModelCache) -> Iterator[Service]:
     with running_service(request, tmp_path, model_cache) as running:
         yield running
