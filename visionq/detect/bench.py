@@ -1,54 +1,159 @@
 """The detector benchmark: visionq's pipeline against OpenCV DNN's and the raw ONNX Runtime session.
 
-All three run in this process on the same images with the same thread count, in interleaved rounds so
-that a noisy neighbour slows each of them alike.
+Every contender runs on the same images with the same thread count, each in its own process, in
+interleaved rounds (see `measure`).
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from visionq import constants
 from visionq.detect.detector import Detector
 from visionq.detect.image import decode_image
 from visionq.detect.preprocess import resize, to_tensor
 from visionq.detect.types import Box
+from visionq.models.cache import ModelCache
+
+
+@dataclass(frozen=True, slots=True)
+class LaneSpec:
+    """What a contender's process needs to build it: picklable, so it crosses to a fresh process."""
+
+    kind: Literal["visionq", "raw", "opencv"]
+    name: str
+    images: tuple[bytes, ...]
+    threads: int
+    model_root: Path | None = None  # visionq and raw: the model cache and the model's name
+    model: str | None = None
+    darknet: tuple[Path, Path] | None = None  # opencv: cfg and weights
+    conf: float = constants.DEFAULT_CONFIDENCE
+    iou: float = constants.DEFAULT_IOU
 
 
 @dataclass(slots=True)
 class Lane:
-    """One contender: a callable run once per image, and the seconds it took."""
+    """A contender's totals: images run, seconds taken, and per-stage milliseconds (visionq only)."""
 
-    name: str
-    run: Callable[[int], object]
+    spec: LaneSpec
     seconds: float = 0.0
     images: int = 0
     stages: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
 
     @property
     def per_second(self) -> float:
         return self.images / self.seconds if self.seconds else 0.0
 
 
-def opencv_lane(
-    cfg: Path, weights: Path, images: Sequence[bytes], *, threads: int, conf: float, iou: float
-) -> Lane:
+def measure(specs: Sequence[LaneSpec], *, rounds: int, per_round: int) -> list[Lane]:
+    """Time each contender in a process of its own, in interleaved rounds.
+
+    Separate processes keep one library's thread pool (ONNX Runtime's spinning workers, OpenCV's)
+    from stealing cores from the next contender; interleaving makes a noisy neighbour slow all alike.
+    Only the contender being timed works; the others wait on their pipe.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    lanes = [Lane(spec) for spec in specs]
+    workers = []
+    try:
+        for spec in specs:
+            parent, child = ctx.Pipe()
+            process = ctx.Process(target=_serve_lane, args=(spec, child), daemon=True)
+            process.start()
+            workers.append((process, parent))
+        for _, conn in workers:
+            _expect(conn.recv())  # built and warmed up
+        for r in range(rounds):
+            # Each round starts with another contender, so none always runs right after the same one.
+            order = [(r + k) % len(lanes) for k in range(len(lanes))]
+            for lane, (_, conn) in ((lanes[i], workers[i]) for i in order):
+                conn.send(per_round)
+                seconds, stages = _expect(conn.recv())
+                lane.seconds += seconds
+                lane.images += per_round
+                for k, v in stages.items():
+                    lane.stages[k] = lane.stages.get(k, 0.0) + v
+    finally:
+        for process, conn in workers:
+            conn.send(0)
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
+    return lanes
+
+
+def _expect(message: Any) -> Any:
+    if isinstance(message, BaseException):
+        raise message
+    return message
+
+
+def _serve_lane(spec: LaneSpec, conn: Connection) -> None:
+    """In the contender's process: build it, warm it up, then run `n` images per request until 0."""
+    try:
+        run = _build(spec)
+        stages: dict[str, float] = {}
+        for i in range(len(spec.images)):
+            run(i, stages)
+        conn.send(None)
+        while n := conn.recv():
+            stages = {}
+            start = time.perf_counter()
+            for k in range(n):
+                run(k % len(spec.images), stages)
+            conn.send((time.perf_counter() - start, stages))
+    except Exception as exc:  # reported to the parent, which raises it
+        conn.send(exc)
+
+
+def _build(spec: LaneSpec) -> Callable[[int, dict[str, float]], object]:
+    if spec.kind == "opencv":
+        assert spec.darknet is not None
+        return _opencv_runner(*spec.darknet, spec)
+    assert spec.model_root is not None and spec.model is not None
+    detector = Detector.from_cache(ModelCache(spec.model_root), spec.model, threads=spec.threads)
+    if spec.kind == "raw":
+        width, height = detector.input_size
+        tensors = []
+        for data in spec.images:
+            decoded = decode_image(data, max_pixels=constants.MAX_IMAGE_PIXELS)
+            fitted, _ = resize(decoded.image, width, height, full_size=(decoded.width, decoded.height))
+            tensors.append(to_tensor(fitted))
+        return lambda i, _stages: detector.run(tensors[i])
+
+    def run(i: int, stages: dict[str, float]) -> object:
+        result = detector.detect(spec.images[i], conf=spec.conf, iou=spec.iou)
+        for k, v in result.timings_ms.items():
+            stages[k] = stages.get(k, 0.0) + v
+        return result
+
+    return run
+
+
+def _opencv_runner(cfg: Path, weights: Path, spec: LaneSpec) -> Callable[[int, dict[str, float]], object]:
     """OpenCV DNN's own Darknet pipeline: imdecode → blobFromImage → forward → NMSBoxes."""
     import cv2  # test-and-bench dependency only: `pip install -e '.[dev]'`
 
-    cv2.setNumThreads(threads)
+    cv2.setNumThreads(spec.threads)
     net = cv2.dnn.readNetFromDarknet(str(cfg), str(weights))
     net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
     out_names = net.getUnconnectedOutLayersNames()
     size = _cfg_size(cfg)
 
-    def run(i: int) -> object:
-        img = cv2.imdecode(np.frombuffer(images[i], np.uint8), cv2.IMREAD_COLOR)
+    def run(i: int, _stages: dict[str, float]) -> object:
+        img = cv2.imdecode(np.frombuffer(spec.images[i], np.uint8), cv2.IMREAD_COLOR)
         assert img is not None
         h, w = img.shape[:2]
         net.setInput(cv2.dnn.blobFromImage(img, 1 / 255.0, size, swapRB=True, crop=False))
@@ -56,55 +161,16 @@ def opencv_lane(
         scores = rows[:, 5:]
         ids = scores.argmax(1)
         best = scores[np.arange(len(ids)), ids]
-        keep = best > conf
+        keep = best > spec.conf
         r = rows[keep]
-        boxes = np.stack(
+        xywh = np.stack(
             [(r[:, 0] - r[:, 2] / 2) * w, (r[:, 1] - r[:, 3] / 2) * h, r[:, 2] * w, r[:, 3] * h], 1
         )
-        return cv2.dnn.NMSBoxesBatched(boxes.tolist(), best[keep].tolist(), ids[keep].tolist(), conf, iou)
+        return cv2.dnn.NMSBoxesBatched(
+            xywh.tolist(), best[keep].tolist(), ids[keep].tolist(), spec.conf, spec.iou
+        )
 
-    return Lane("OpenCV DNN pipeline (imdecode → blob → forward → NMS)", run)
-
-
-def visionq_lane(detector: Detector, images: Sequence[bytes], *, conf: float, iou: float) -> Lane:
-    lane = Lane(f"visionq pipeline, {detector.name} (bytes → detections)", lambda i: None)
-
-    def run(i: int) -> object:
-        result = detector.detect(images[i], conf=conf, iou=iou)
-        for k, v in result.timings_ms.items():
-            lane.stages[k] = lane.stages.get(k, 0.0) + v
-        return result
-
-    lane.run = run
-    return lane
-
-
-def raw_lane(detector: Detector, images: Sequence[bytes], *, max_pixels: int) -> Lane:
-    """The session alone, on tensors prepared beforehand."""
-    width, height = detector.input_size
-    tensors = []
-    for data in images:
-        decoded = decode_image(data, max_pixels=max_pixels)
-        fitted, _ = resize(decoded.image, width, height, full_size=(decoded.width, decoded.height))
-        tensors.append(to_tensor(fitted))
-    return Lane(
-        f"ONNX Runtime session alone, {detector.name} (ready tensor)", lambda i: detector.run(tensors[i])
-    )
-
-
-def measure(lanes: Sequence[Lane], n_images: int, *, rounds: int, per_round: int) -> None:
-    """Warm each lane, then run `rounds` interleaved rounds of `per_round` images per lane."""
-    for lane in lanes:
-        for i in range(n_images):
-            lane.run(i)
-        lane.stages.clear()
-    for _ in range(rounds):
-        for lane in lanes:
-            start = time.perf_counter()
-            for k in range(per_round):
-                lane.run(k % n_images)
-            lane.seconds += time.perf_counter() - start
-            lane.images += per_round
+    return run
 
 
 def _cfg_size(cfg: Path) -> tuple[int, int]:
