@@ -48,6 +48,9 @@ def test_up_runs_the_whole_service_and_stops_it_without_orphans(
 
         up.send_signal(stop_signal)
         assert up.wait(timeout=40) == 0, procs.output("up")[-3000:]
+        # Every process stopped by itself (a Celery warm shutdown, uvicorn's graceful one): none had
+        # to be killed after the grace period.
+        assert "did not stop" not in procs.output("up"), procs.output("up")[-3000:]
     # Every process of the group (api, worker and its pool, beat, flower) is gone.
     deadline = time.monotonic() + 10
     while processes_with_data_dir(data_dir) and time.monotonic() < deadline:

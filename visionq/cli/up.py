@@ -109,9 +109,15 @@ def _supervise(children: list[_Child], stopping: Callable[[], bool]) -> str | No
 
 
 def _stop(children: list[_Child]) -> None:
-    """SIGTERM every child's process group, wait, then SIGKILL what is left: no orphans."""
+    """SIGTERM each child, wait, then SIGKILL whatever is left in its process group: no orphans.
+
+    SIGTERM goes to the group leader only: a Celery worker then stops its pool children itself (warm
+    shutdown); children signalled directly would die at once and the worker would fork new ones.
+    """
     for child in children:
-        _signal_group(child, signal.SIGTERM)
+        assert child.process is not None
+        if child.process.poll() is None:
+            child.process.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + _STOP_GRACE_S
     for child in children:
         assert child.process is not None
