@@ -10,9 +10,9 @@ import typer
 from rich.table import Table
 
 from visionq import constants
+from visionq.bench import detector as detector_bench
+from visionq.bench.detector import LaneSpec
 from visionq.cli.common import err, load_detector, load_settings, out, reported_errors
-from visionq.detect import bench as detector_bench
-from visionq.detect.bench import LaneSpec
 from visionq.detect.detector import Detector, available_cores
 from visionq.models import sources
 from visionq.models.cache import ModelCache
@@ -108,3 +108,46 @@ def _opencv_spec(tmp: Path, blobs: tuple[bytes, ...], threads: int) -> LaneSpec:
     (tmp / "model.weights").write_bytes(weights)
     name = "OpenCV DNN pipeline (imdecode → blob → forward → NMS)"
     return LaneSpec("opencv", name, blobs, threads, darknet=(tmp / "model.cfg", tmp / "model.weights"))
+
+
+@app.command()
+def service(
+    images: Annotated[
+        list[Path] | None, typer.Argument(help="Images to submit in turn; default: the sample photos.")
+    ] = None,
+    url: Annotated[str, typer.Option(help="A running visionq API (e.g. started by `visionq up`).")] = (
+        "http://127.0.0.1:8000"
+    ),
+    jobs: Annotated[int, typer.Option(min=1, max=10_000, help="Jobs to submit.")] = 200,
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Client threads submitting at once.")] = 8,
+) -> None:
+    """Jobs/s and latencies of a running service under load (submit all, wait for all)."""
+    from visionq.bench import service as load
+
+    settings = load_settings()
+    with reported_errors():
+        paths = images or list(sources.ensure_samples(settings.data_dir / "samples").values())
+    blobs = [(p.name, p.read_bytes()) for p in paths]
+    out.print(
+        f"{jobs} jobs to {url} from {concurrency} client threads, images: {', '.join(n for n, _ in blobs)}"
+    )
+    result = load.run_load(url, blobs, jobs=jobs, concurrency=concurrency)
+    out.print(
+        f"succeeded {result.succeeded}, failed {result.failed}, unfinished {result.unfinished}, "
+        f"refused {result.refused}; {result.wall_s:.1f} s from first submission to last result"
+    )
+    out.print(f"throughput: {result.jobs_per_second:.1f} jobs/s")
+    table = Table("latency (ms)", "p50", "p95", "max")
+    for label, values in (
+        ("submit (HTTP round trip, 202)", result.submit_ms),
+        ("end to end (created → finished)", result.end_to_end_ms),
+        ("queue wait (created → claimed)", result.queue_wait_ms),
+        ("inference", result.inference_ms),
+    ):
+        top = max(values, default=0.0)
+        table.add_row(
+            label, f"{load.percentile(values, 50):.1f}", f"{load.percentile(values, 95):.1f}", f"{top:.1f}"
+        )
+    out.print(table)
+    if result.unfinished or result.refused:
+        raise typer.Exit(1)
