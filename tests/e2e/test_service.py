@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.stack import VISIONQ, Service, running_service, visionq_env, wait_finished
+from visionq.bench.service import percentile, run_load
 from visionq.models.cache import ModelCache
 
 pytestmark = pytest.mark.slow
@@ -137,3 +138,15 @@ def test_cancelled_job_never_runs_and_deleted_job_is_gone(
     assert job["detections"] in (None, [])
     assert service.client.delete(f"/v1/jobs/{job_id}").status_code == 204
     assert service.client.get(f"/v1/jobs/{job_id}").status_code == 404
+
+
+def test_the_load_benchmark_counts_every_job_and_reads_latencies_from_the_job_rows(
+    service: Service, samples: dict[str, bytes]
+) -> None:
+    images = [("bus.jpg", samples["bus.jpg"]), ("zidane.jpg", samples["zidane.jpg"])]
+    result = run_load(str(service.client.base_url), images, jobs=6, concurrency=3)
+    assert (result.succeeded, result.failed, result.unfinished, result.refused) == (6, 0, 0, 0)
+    assert len(result.end_to_end_ms) == len(result.submit_ms) == 6
+    assert all(e2e >= wait >= 0 for e2e, wait in zip(result.end_to_end_ms, result.queue_wait_ms, strict=True))
+    assert result.jobs_per_second > 0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5

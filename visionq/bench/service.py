@@ -65,10 +65,14 @@ def run_load(
     refused = 0
     lock = threading.Lock()
     local = threading.local()
+    clients: list[httpx.Client] = []
 
     def client() -> httpx.Client:
+        """One keep-alive client per submitting thread."""
         if not hasattr(local, "client"):
             local.client = httpx.Client(base_url=base_url, timeout=timeout_s)
+            with lock:
+                clients.append(local.client)
         c: httpx.Client = local.client
         return c
 
@@ -86,8 +90,12 @@ def run_load(
                 refused += 1
 
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        list(pool.map(submit, range(jobs)))
+    try:
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            list(pool.map(submit, range(jobs)))
+    finally:
+        for c in clients:
+            c.close()
     with httpx.Client(base_url=base_url, timeout=timeout_s) as poller:
         finished = _wait_all(poller, submitted)
     wall = time.perf_counter() - started
