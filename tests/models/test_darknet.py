@@ -16,7 +16,8 @@ import pytest
 
 from tests.conftest import DarknetFiles
 from visionq.errors import ModelError
-from visionq.models.darknet import INPUT_NAME, convert, parse_cfg
+from visionq.models.darknet import INPUT_NAME, convert
+from visionq.models.darknet_cfg import parse_cfg
 
 FloatArray = npt.NDArray[np.float32]
 
