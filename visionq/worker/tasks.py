@@ -35,6 +35,16 @@ logger = get_task_logger(__name__)
 TRANSIENT_ERRORS = (OperationalError, InterfaceError, ServiceUnavailable)
 
 
+# The periodic housekeeping tasks: a database blip is retried a few times, then the next period runs.
+_HOUSEKEEPING: dict[str, Any] = {
+    "bind": True,
+    "autoretry_for": TRANSIENT_ERRORS,
+    "retry_backoff": True,
+    "retry_backoff_max": 60,
+    "max_retries": 3,
+}
+
+
 def _task(**options: Any) -> Callable[[Callable[..., Any]], Task]:
     """`shared_task` with a type: Celery ships none, and strict mypy refuses untyped decorators."""
     decorator: Callable[[Callable[..., Any]], Task] = shared_task(**options)
@@ -55,14 +65,7 @@ def detect(self: Task, job_id: str) -> None:
     run_job(runtime_slot(self.app).get(), job_id, worker=self.request.hostname or "local")
 
 
-@_task(
-    bind=True,
-    name=constants.PURGE_TASK,
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=True,
-    retry_backoff_max=60,
-    max_retries=3,
-)
+@_task(name=constants.PURGE_TASK, **_HOUSEKEEPING)
 def purge(self: Task) -> int:
     """Delete jobs (and unused images) finished longer ago than the retention period."""
     runtime = runtime_slot(self.app).get()
@@ -75,14 +78,7 @@ def purge(self: Task) -> int:
     return count
 
 
-@_task(
-    bind=True,
-    name=constants.RECOVER_TASK,
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=True,
-    retry_backoff_max=60,
-    max_retries=3,
-)
+@_task(name=constants.RECOVER_TASK, **_HOUSEKEEPING)
 def recover(self: Task) -> int:
     """Re-publish jobs that stalled (running past the time limit with no worker on them)."""
     runtime = runtime_slot(self.app).get()
