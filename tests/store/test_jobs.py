@@ -268,6 +268,14 @@ def test_fail_records_the_error_of_a_running_job_only(store: JobStore) -> None:
     assert (failed.timings_ms, failed.detections) == ({"decode": 0.5}, None)
 
 
+def test_a_claim_that_is_no_new_delivery_leaves_attempts_alone(store: JobStore) -> None:
+    job = make_job(store)
+    first = store.claim(job.id, worker="w1")
+    again = store.claim(job.id, worker="w1", delivery=False)
+    assert first is not None and again is not None
+    assert (first.attempts, again.attempts, again.status) == (1, 1, JobStatus.RUNNING)
+
+
 def test_requeue_stalled_hands_back_only_jobs_running_since_before_the_cutoff_once(
     store: JobStore, clock: FakeClock
 ) -> None:

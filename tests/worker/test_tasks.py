@@ -163,3 +163,18 @@ def test_an_unreachable_database_is_retried_a_bounded_number_of_times(
     assert result.state == "FAILURE"
     retries = [r for r in caplog.records if "retry: Retry in" in r.getMessage()]
     assert len(retries) == task.max_retries == 10
+
+
+def test_a_retry_after_a_database_blip_is_not_counted_as_another_delivery(
+    settings: Settings, runtime: Runtime, samples: dict[str, bytes]
+) -> None:
+    app = create_celery_app(settings)
+    job = create_job(runtime, samples["zidane.jpg"])
+    # The first delivery claimed the job, then lost the database before it could finish.
+    assert runtime.store.claim(job.id, worker="first") is not None
+
+    # Its task, retried more often than MAX_DELIVERIES: still the one delivery, never "undeliverable".
+    app.tasks[constants.DETECT_TASK].apply(args=[job.id], retries=constants.MAX_DELIVERIES + 1, throw=True)
+
+    done = finished(runtime, job)
+    assert (done.status, done.attempts) == (JobStatus.SUCCEEDED, 1), done.error_message

@@ -126,10 +126,12 @@ class JobStore:
         jobs = jobs[:limit]
         return jobs, encode_cursor(jobs[-1].created_at, jobs[-1].id)
 
-    def claim(self, job_id: str, *, worker: str) -> Job | None:
-        """Mark the job running on `worker` for one more delivery; None when it is gone or finished.
+    def claim(self, job_id: str, *, worker: str, delivery: bool = True) -> Job | None:
+        """Mark the job running on `worker`; None when it is gone or finished.
 
-        A running job is claimed again: that is a redelivery after a worker died mid-job.
+        A running job is claimed again: that is a redelivery after a worker died mid-job. `delivery`
+        says whether this counts as one more delivery (`attempts`): a task retrying itself after a
+        database blip is the same delivery going on, not a worker that died.
         """
         key = canonical_job_id(job_id)
         if key is None:
@@ -140,7 +142,7 @@ class JobStore:
                 .where(JobRow.id == key, JobRow.status.in_(_CLAIMABLE))
                 .values(
                     status=JobStatus.RUNNING.value,
-                    attempts=JobRow.attempts + 1,
+                    attempts=JobRow.attempts + (1 if delivery else 0),
                     started_at=self._clock(),
                     worker=worker,
                 )

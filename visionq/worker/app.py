@@ -87,23 +87,36 @@ def create_celery_app(settings: Settings) -> Celery:
         task_send_sent_event=True,
         enable_utc=True,
         timezone="UTC",
-        beat_schedule={
-            "purge-expired-jobs": {
-                "task": constants.PURGE_TASK,
-                "schedule": float(constants.PURGE_INTERVAL_S),
-                "options": {"queue": constants.QUEUE},
-            },
-            "recover-stalled-jobs": {
-                "task": constants.RECOVER_TASK,
-                "schedule": float(constants.RECOVER_INTERVAL_S),
-                "options": {"queue": constants.QUEUE},
-            },
-        },
+        beat_schedule=_beat_schedule(settings),
         beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
         broker_transport_options=_transport_options(settings),
     )
     RuntimeSlot(settings).attach(app)
     return app
+
+
+def _beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Hourly purge everywhere; on the embedded broker also the minutely recovery of stalled jobs.
+
+    RabbitMQ keeps an unacked message until its consumer is gone and then delivers it again (Redis
+    after its visibility timeout), so nothing needs re-publishing there, and doing so would put a
+    second message beside one still queued. kombu's filesystem transport loses the messages a
+    worker held when it is killed: there, beat hands such jobs back (see JobStore.requeue_stalled).
+    """
+    schedule = {
+        "purge-expired-jobs": {
+            "task": constants.PURGE_TASK,
+            "schedule": float(constants.PURGE_INTERVAL_S),
+            "options": {"queue": constants.QUEUE},
+        }
+    }
+    if settings.embedded_broker:
+        schedule["recover-stalled-jobs"] = {
+            "task": constants.RECOVER_TASK,
+            "schedule": float(constants.RECOVER_INTERVAL_S),
+            "options": {"queue": constants.QUEUE},
+        }
+    return schedule
 
 
 def _soft_limit(limit: int) -> int:

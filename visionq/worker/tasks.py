@@ -62,7 +62,15 @@ def _task(**options: Any) -> Callable[[Callable[..., Any]], Task]:
 )
 def detect(self: Task, job_id: str) -> None:
     """Run detection job `job_id` and store its result (or its permanent failure) in the job row."""
-    run_job(runtime_slot(self.app).get(), job_id, worker=self.request.hostname or "local")
+    # A retry (after a database blip) continues the same delivery; a message the broker handed out
+    # again because its consumer died is a new one (RabbitMQ flags it `redelivered`).
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    run_job(
+        runtime_slot(self.app).get(),
+        job_id,
+        worker=self.request.hostname or "local",
+        delivery=not self.request.retries or redelivered,
+    )
 
 
 @_task(name=constants.PURGE_TASK, **_HOUSEKEEPING)
@@ -93,10 +101,10 @@ def recover(self: Task) -> int:
     return len(job_ids)
 
 
-def run_job(runtime: Runtime, job_id: str, *, worker: str) -> None:
+def run_job(runtime: Runtime, job_id: str, *, worker: str, delivery: bool = True) -> None:
     """Claim the job, detect, record the outcome; a job already finished or cancelled is left alone."""
     started = time.perf_counter()
-    job = runtime.store.claim(job_id, worker=worker)
+    job = runtime.store.claim(job_id, worker=worker, delivery=delivery)
     if job is None:
         logger.info("job %s is finished, cancelled or unknown: nothing to do", job_id)
         return
