@@ -5,15 +5,18 @@ from __future__ import annotations
 import io
 import json
 import struct
+import threading
 import zlib
 
 import anyio
 import numpy as np
 import pytest
+from fastapi import FastAPI
 from PIL import Image
 from starlette.types import Message, Scope
 
 from tests.api.conftest import EMBEDDED, Stack, StackFactory, assert_error, upload
+from visionq import constants
 
 
 @pytest.fixture
@@ -237,3 +240,26 @@ def test_a_photo_of_several_megabytes_is_stored_whole(embedded: Stack) -> None:
     assert response.status_code == 202, response.text
     assert response.json()["image"]["size_bytes"] == len(data)
     assert embedded.store.image_data(response.json()["image"]["sha256"]) == data
+
+
+def test_full_size_decodes_wait_for_a_free_slot_so_image_memory_stays_bounded(
+    embedded: Stack, samples: dict[str, bytes]
+) -> None:
+    app = embedded.client.app
+    assert isinstance(app, FastAPI)
+    slots = app.state.services.decode_slots
+    for _ in range(constants.API_DECODE_SLOTS):  # every slot taken, as by as many large uploads
+        slots.acquire()
+    answers: list[int] = []
+    submitter = threading.Thread(
+        target=lambda: answers.append(upload(embedded.client, samples["bus.jpg"]).status_code)
+    )
+    try:
+        submitter.start()
+        submitter.join(timeout=1.0)
+        assert submitter.is_alive() and answers == [], "the upload was decoded without a free slot"
+    finally:
+        for _ in range(constants.API_DECODE_SLOTS):
+            slots.release()
+    submitter.join(timeout=30)
+    assert answers == [202]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from visionq import constants
 from visionq.api.submit import Submission, submission_form
 from visionq.config import Settings
 from visionq.models.cache import ModelCache
@@ -22,6 +24,10 @@ class Services:
     store: JobStore
     publisher: JobPublisher
     models: ModelCache
+    # Bounds the API's full-size image decodes in flight (see constants.API_DECODE_SLOTS).
+    decode_slots: threading.BoundedSemaphore = field(
+        default_factory=lambda: threading.BoundedSemaphore(constants.API_DECODE_SLOTS)
+    )
 
 
 def _services(request: Request) -> Services:
@@ -47,8 +53,13 @@ async def get_models(request: Request) -> ModelCache:
     return _services(request).models
 
 
+async def get_decode_slots(request: Request) -> threading.BoundedSemaphore:
+    return _services(request).decode_slots
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[JobStore, Depends(get_store)]
 PublisherDep = Annotated[JobPublisher, Depends(get_publisher)]
 ModelsDep = Annotated[ModelCache, Depends(get_models)]
+DecodeSlotsDep = Annotated[threading.BoundedSemaphore, Depends(get_decode_slots)]
 SubmissionDep = Annotated[Submission, Depends(submission_form)]

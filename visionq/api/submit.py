@@ -7,6 +7,7 @@ parameter is valid, and a job whose message the broker refused is discarded agai
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Annotated, Final
 
@@ -56,19 +57,27 @@ async def submission_form(
 
 
 def create_job(
-    form: Submission, *, settings: Settings, store: JobStore, publisher: JobPublisher, models: ModelCache
+    form: Submission,
+    *,
+    settings: Settings,
+    store: JobStore,
+    publisher: JobPublisher,
+    models: ModelCache,
+    decode_slots: threading.BoundedSemaphore,
 ) -> Job:
     """Validate the upload, store it as a queued job and publish the job's id; blocking (DB, decode)."""
     name = (form.model or "").strip() or settings.model
     manifest = _manifest(models, name)
     classes = _classes(form.classes, manifest)
     data = _read_image(form.image, settings.max_image_bytes)
-    decoded = decode_image(
-        data,
-        max_pixels=settings.max_image_pixels,
-        # The size the detector decodes at: a large JPEG is checked at down to 1/8 scale, as it will run.
-        min_size=(manifest.input.width, manifest.input.height),
-    )
+    # Decoded in full, so a truncated or corrupt image is refused now, not failed later by a worker.
+    with decode_slots:
+        decoded = decode_image(
+            data,
+            max_pixels=settings.max_image_pixels,
+            # The size the detector decodes at: a large JPEG is checked at down to 1/8 scale, as it will run.
+            min_size=(manifest.input.width, manifest.input.height),
+        )
     image = ImageIn.of(data, content_type=decoded.content_type, width=decoded.width, height=decoded.height)
     params = {"conf": form.conf, "iou": form.iou, "classes": classes, "max_det": form.max_det}
     job = store.create(image=image, model=name, params=params)

@@ -14,7 +14,7 @@ from typing import Annotated, Final
 from fastapi import APIRouter, Form, Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from visionq.api.deps import ModelsDep, PublisherDep, SettingsDep, StoreDep, SubmissionDep
+from visionq.api.deps import DecodeSlotsDep, ModelsDep, PublisherDep, SettingsDep, StoreDep, SubmissionDep
 from visionq.api.routes.jobs import job_location
 from visionq.api.schemas import JobOut, error_responses
 from visionq.api.submit import create_job
@@ -49,6 +49,7 @@ async def detect(
     store: StoreDep,
     publisher: PublisherDep,
     models: ModelsDep,
+    decode_slots: DecodeSlotsDep,
     response: Response,
     timeout_form: Annotated[
         float | None, Form(alias="timeout", ge=0, le=MAX_TIMEOUT_S, description=_TIMEOUT_DOC)
@@ -60,7 +61,13 @@ async def detect(
     """Detect objects in an image: 200 with the finished job, or 202 with the job if it takes too long."""
     timeout = next((t for t in (timeout_form, timeout_query) if t is not None), DEFAULT_TIMEOUT_S)
     job = await run_in_threadpool(
-        create_job, form, settings=settings, store=store, publisher=publisher, models=models
+        create_job,
+        form,
+        settings=settings,
+        store=store,
+        publisher=publisher,
+        models=models,
+        decode_slots=decode_slots,
     )
     job = await _wait(store, job, timeout)
     if not job.status.terminal:

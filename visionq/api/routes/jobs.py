@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 
-from visionq.api.deps import ModelsDep, PublisherDep, SettingsDep, StoreDep, SubmissionDep
+from visionq.api.deps import DecodeSlotsDep, ModelsDep, PublisherDep, SettingsDep, StoreDep, SubmissionDep
 from visionq.api.schemas import JobList, JobOut, error_responses
 from visionq.api.submit import create_job
 from visionq.detect.annotate import annotate
@@ -40,10 +40,13 @@ def submit_job(
     store: StoreDep,
     publisher: PublisherDep,
     models: ModelsDep,
+    decode_slots: DecodeSlotsDep,
     response: Response,
 ) -> JobOut:
     """Queue an image for detection; poll the job at its `Location`."""
-    job = create_job(form, settings=settings, store=store, publisher=publisher, models=models)
+    job = create_job(
+        form, settings=settings, store=store, publisher=publisher, models=models, decode_slots=decode_slots
+    )
     response.headers["Location"] = job_location(job.id)
     return JobOut.of(job)
 
@@ -71,7 +74,9 @@ def get_job(job_id: str, store: StoreDep) -> JobOut:
     response_class=Response,
     responses={200: {"content": {"image/jpeg": {}}}, **error_responses(404, 409, 503)},
 )
-def get_annotated(job_id: str, store: StoreDep, settings: SettingsDep) -> Response:
+def get_annotated(
+    job_id: str, store: StoreDep, settings: SettingsDep, decode_slots: DecodeSlotsDep
+) -> Response:
     """The job's image at full resolution with its detections drawn, as JPEG."""
     job = _job(store, job_id)
     if job.status is not JobStatus.SUCCEEDED:
@@ -81,8 +86,9 @@ def get_annotated(job_id: str, store: StoreDep, settings: SettingsDep) -> Respon
         raise NotFound(f"the image of job {job.id} is gone")
     # The image passed the limit when it was uploaded; a limit lowered since must not hide it now.
     max_pixels = max(settings.max_image_pixels, job.image_width * job.image_height)
-    decoded = decode_image(data, max_pixels=max_pixels)
-    jpeg = annotate(decoded.image, _detections(job))
+    with decode_slots:
+        decoded = decode_image(data, max_pixels=max_pixels)
+        jpeg = annotate(decoded.image, _detections(job))
     return Response(jpeg, media_type="image/jpeg")
 
 
