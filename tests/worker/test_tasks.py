@@ -85,7 +85,7 @@ def test_parameters_left_null_take_the_defaults(
 @pytest.mark.parametrize(
     ("model", "params", "code"),
     [
-        (constants.DEFAULT_MODEL, {"classes": ["unicorn"]}, "invalid_request"),
+        (constants.DEFAULT_MODEL, {"classes": ["unicorn"]}, "unknown_class"),
         (constants.DEFAULT_MODEL, {"conf": 1.5}, "invalid_request"),
         ("no-such-model", {}, "model_not_found"),
         ("Not A Name", {}, "invalid_request"),

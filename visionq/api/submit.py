@@ -103,13 +103,7 @@ def _classes(names: str | None, manifest: Manifest) -> list[str] | None:
     wanted = [n.strip() for n in (names or "").split(",") if n.strip()]
     if not wanted:
         return None
-    unknown = [n for n in wanted if n not in manifest.classes]
-    if unknown:
-        raise InvalidRequest(
-            f"unknown class(es) for model '{manifest.name}': {', '.join(unknown)} "
-            f"(GET /v1/models lists its classes)",
-            code="unknown_class",
-        )
+    manifest.class_ids(wanted)
     return list(dict.fromkeys(wanted))
 
 

@@ -65,7 +65,6 @@ class Detector:
         self._input = self.session.get_inputs()[0].name
         self._outputs = [o.name for o in self.session.get_outputs()]
         self._decoder = self._make_decoder(manifest)
-        self._class_index = {name: i for i, name in enumerate(manifest.classes)}
 
     @classmethod
     def from_cache(
@@ -89,10 +88,7 @@ class Detector:
 
     def class_ids(self, names: Sequence[str]) -> list[int]:
         """Class ids of `names`; unknown names are a request error listing them."""
-        unknown = [n for n in names if n not in self._class_index]
-        if unknown:
-            raise InvalidRequest(f"unknown class(es) for model '{self.name}': {', '.join(unknown)}")
-        return [self._class_index[n] for n in names]
+        return self.manifest.class_ids(names)
 
     def warm_up(self) -> None:
         """One inference on a blank input, so the first real job does not pay for lazy allocations."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from visionq.errors import InvalidRequest
 
 Family = Literal["darknet", "yolov5", "yolov8"]
 Preprocess = Literal["resize", "letterbox"]
@@ -49,3 +52,13 @@ class Manifest(BaseModel):
     license: str | None = None
     sha256: dict[str, str] = Field(default_factory=dict, description="of model.onnx and of the source files")
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    def class_ids(self, names: Sequence[str]) -> list[int]:
+        """Class ids of `names`; unknown names are a request error that lists them."""
+        index = {name: i for i, name in enumerate(self.classes)}
+        unknown = [n for n in names if n not in index]
+        if unknown:
+            raise InvalidRequest(
+                f"unknown class(es) for model '{self.name}': {', '.join(unknown)}", code="unknown_class"
+            )
+        return [index[n] for n in names]
