@@ -29,7 +29,7 @@ lint: setup
 test: lint
 	$(BIN)/pytest
 
-## faults: only the tests that stop and restart services (RabbitMQ, PostgreSQL)
+## faults: only the tests that stop and restart a real server (RabbitMQ)
 faults: setup
 	$(BIN)/pytest -m faults
 

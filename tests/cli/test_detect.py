@@ -64,6 +64,23 @@ def test_options_filter_and_annotate_writes_a_jpeg_per_image(
         assert (drawn.format, drawn.size) == ("JPEG", (810, 1080))
 
 
+def test_annotated_images_of_inputs_with_the_same_name_do_not_overwrite_each_other(
+    data_dir_env: Path, sample_paths: dict[str, Path], tmp_path: Path
+) -> None:
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    shutil.copy(sample_paths["zidane.jpg"], other / "bus.jpg")
+    out = tmp_path / "annotated"
+    args = ["detect", "--annotate", str(out), str(sample_paths["bus.jpg"]), str(other / "bus.jpg")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    sizes = {}
+    for name in ("bus.jpg", "bus-2.jpg"):
+        with Image.open(out / name) as drawn:
+            sizes[name] = drawn.size
+    assert sizes == {"bus.jpg": (810, 1080), "bus-2.jpg": (1280, 720)}
+
+
 def test_a_bad_image_is_reported_and_the_others_still_run(
     data_dir_env: Path, sample_paths: dict[str, Path], tmp_path: Path
 ) -> None:

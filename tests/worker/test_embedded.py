@@ -72,10 +72,6 @@ def test_a_job_whose_worker_died_and_whose_message_was_lost_is_recovered_and_run
     assert republished >= 1
     done = wait_for_job(embedded_store, job.id)
     assert (done.status, done.attempts) == (JobStatus.SUCCEEDED, 2), done.error_message
-    # Recovered once: a second sweep finds nothing of this job to hand back.
-    assert job.id not in embedded_store.requeue_stalled(
-        started_before=datetime.now(UTC) - timedelta(minutes=5)
-    )
 
 
 def test_celery_inspect_ping_reaches_a_worker_over_the_filesystem_broker(

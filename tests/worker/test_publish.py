@@ -7,6 +7,7 @@ import json
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -87,8 +88,21 @@ def test_ping_of_the_embedded_broker_fails_when_its_folder_is_gone(tmp_path: Pat
 
 
 @pytest.mark.rabbitmq
-def test_ping_and_publish_succeed_against_rabbitmq(rabbitmq_url: str, tmp_path: Path) -> None:
-    publisher = JobPublisher(create_celery_app(Settings(data_dir=tmp_path, broker_url=rabbitmq_url)))
+def test_a_published_job_waits_on_rabbitmq_as_a_persistent_json_message_with_its_id(
+    rabbitmq_vhosts: Callable[[], str], tmp_path: Path
+) -> None:
+    # A vhost of this test's own: no worker of the session consumes there.
+    app = create_celery_app(Settings(data_dir=tmp_path, broker_url=rabbitmq_vhosts()))
+    publisher = JobPublisher(app)
+    job_id = str(uuid.uuid4())
 
     publisher.ping()
-    publisher.publish(str(uuid.uuid4()))  # unknown to the store: a worker will drop it
+    publisher.publish(job_id)
+
+    with app.connection_for_read() as conn:
+        message = conn.default_channel.basic_get(queue=constants.QUEUE, no_ack=True)
+    assert message is not None, "the confirmed message is not on the queue"
+    args, kwargs, _embed = json.loads(message.body)
+    assert (args, kwargs) == ([job_id], {})
+    assert message.content_type == "application/json"
+    assert message.properties["delivery_mode"] == 2  # persistent: it survives a broker restart

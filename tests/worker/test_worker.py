@@ -157,8 +157,6 @@ def test_a_job_past_the_soft_time_limit_fails_with_code_timeout(
         if done.error_code == "timeout":
             break
     assert outcomes[-1] == (JobStatus.FAILED, "timeout", 1), outcomes
-    # Whatever the timing, each job got exactly one result.
-    assert all(status.terminal for status, _, _ in outcomes)
 
 
 def _wait_until_running(store: JobStore, job_id: str) -> Job:

@@ -19,9 +19,9 @@ import numpy as np
 from visionq import constants
 from visionq.detect.detector import Detector
 from visionq.detect.image import decode_image
-from visionq.detect.preprocess import resize, to_tensor
 from visionq.detect.types import Box
 from visionq.models.cache import ModelCache
+from visionq.models.darknet_cfg import parse_cfg
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,12 +125,13 @@ def _build(spec: LaneSpec) -> Callable[[int, dict[str, float]], object]:
     assert spec.model_root is not None and spec.model is not None
     detector = Detector.from_cache(ModelCache(spec.model_root), spec.model, threads=spec.threads)
     if spec.kind == "raw":
-        width, height = detector.input_size
-        tensors = []
-        for data in spec.images:
-            decoded = decode_image(data, max_pixels=constants.MAX_IMAGE_PIXELS)
-            fitted, _ = resize(decoded.image, width, height, full_size=(decoded.width, decoded.height))
-            tensors.append(to_tensor(fitted))
+        # Prepared as the pipeline prepares them (resize or letterbox, per the model), once, untimed.
+        tensors = [
+            detector.prepare(
+                decode_image(data, max_pixels=constants.MAX_IMAGE_PIXELS, min_size=detector.input_size)
+            )[0]
+            for data in spec.images
+        ]
         return lambda i, _stages: detector.run(tensors[i])
 
     def run(i: int, stages: dict[str, float]) -> object:
@@ -174,12 +175,8 @@ def _opencv_runner(cfg: Path, weights: Path, spec: LaneSpec) -> Callable[[int, d
 
 
 def _cfg_size(cfg: Path) -> tuple[int, int]:
-    values: dict[str, Any] = {}
-    for line in cfg.read_text().splitlines():
-        if "=" in line and not line.lstrip().startswith("#"):
-            key, value = line.split("=", 1)
-            values.setdefault(key.strip(), value.strip())
-    return int(values["width"]), int(values["height"])
+    net = parse_cfg(cfg.read_text())[0]
+    return net.int_("width"), net.int_("height")
 
 
 @dataclass(frozen=True, slots=True)

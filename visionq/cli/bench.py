@@ -32,7 +32,7 @@ def detector(
     rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds.")] = 5,
     per_round: Annotated[int, typer.Option(min=1, help="Images per contender per round.")] = 20,
     model: Annotated[
-        str, typer.Option(help="Darknet model (OpenCV loads the same files).")
+        str, typer.Option(help="visionq model to time; OpenCV DNN runs yolov4-tiny's Darknet files.")
     ] = constants.DEFAULT_MODEL,
     int8: Annotated[
         str | None, typer.Option(help="Int8 model to time too; default MODEL-int8 when it is in the cache.")

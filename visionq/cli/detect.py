@@ -45,6 +45,7 @@ def detect(
     if annotate_dir is not None:
         annotate_dir.mkdir(parents=True, exist_ok=True)
     failed = 0
+    written: set[str] = set()
     for path in images:
         try:
             data = path.read_bytes()
@@ -59,7 +60,7 @@ def detect(
         if annotate_dir is not None:
             # Drawn on the full-resolution image: detection may have decoded a reduced one.
             full = decode_image(data, max_pixels=settings.max_image_pixels)
-            (annotate_dir / f"{path.stem}.jpg").write_bytes(annotate(full.image, result.detections))
+            (annotate_dir / _unique_name(path, written)).write_bytes(annotate(full.image, result.detections))
         if as_json:
             typer.echo(json.dumps({"image": str(path), **result.to_dict()}))
             continue
@@ -75,3 +76,13 @@ def detect(
         out.print(" ".join(f"{k} {v:.1f} ms" for k, v in result.timings_ms.items()))
     if failed:
         raise typer.Exit(1)
+
+
+def _unique_name(path: Path, written: set[str]) -> str:
+    """`<stem>.jpg`, or `<stem>-2.jpg`... when another input of this run had the same stem."""
+    name, n = f"{path.stem}.jpg", 1
+    while name in written:
+        n += 1
+        name = f"{path.stem}-{n}.jpg"
+    written.add(name)
+    return name

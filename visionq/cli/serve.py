@@ -50,13 +50,12 @@ def worker(
 
 
 def beat(loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO") -> None:
-    """Celery beat: schedules the purge of expired jobs (run exactly one per deployment)."""
+    """Celery beat: schedules the purge of expired jobs, and on the embedded broker the recovery of
+    stalled ones (run exactly one per deployment)."""
     from visionq.worker.celery_app import app
 
-    settings = load_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    schedule = settings.data_dir / "celerybeat-schedule"
-    app.start(["beat", "--loglevel", loglevel, "--schedule", str(schedule)])
+    load_settings().data_dir.mkdir(parents=True, exist_ok=True)  # its schedule file lives there
+    app.start(["beat", "--loglevel", loglevel])
 
 
 def flower(

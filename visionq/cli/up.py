@@ -92,7 +92,9 @@ def _prepare(settings: Settings) -> None:
         cache.pull(settings.model)
     engine = create_engine_for(settings.resolved_database_url)
     try:
-        migrate(engine)  # once here, so the four processes do not race to create the tables
+        # Before the processes start, so none of them serves or works on a half-made schema (each
+        # migrates again at start-up; that finds nothing to do).
+        migrate(engine)
     finally:
         engine.dispose()
 

@@ -115,7 +115,7 @@ class Detector:
         t0 = time.perf_counter()
         decoded = decode_image(data, max_pixels=self.max_pixels, min_size=self.input_size)
         t1 = time.perf_counter()
-        tensor, frame = self._prepare(decoded)
+        tensor, frame = self.prepare(decoded)
         t2 = time.perf_counter()
         outputs = self.run(tensor)
         t3 = time.perf_counter()
@@ -131,7 +131,8 @@ class Detector:
             decoded.width, decoded.height, detections, {k: round(v, 3) for k, v in timings.items()}
         )
 
-    def _prepare(self, decoded: DecodedImage) -> tuple[npt.NDArray[np.float32], preprocess.Frame]:
+    def prepare(self, decoded: DecodedImage) -> tuple[npt.NDArray[np.float32], preprocess.Frame]:
+        """The network's input tensor for a decoded image, and where the image sits in it."""
         width, height = self.input_size
         fit = preprocess.letterbox if self.manifest.input.preprocess == "letterbox" else preprocess.resize
         # Boxes map back to the full-resolution size: DCT scaling shrank only what was decoded.
