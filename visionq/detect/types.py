@@ -28,6 +28,17 @@ class Detection:
     confidence: float
     box: Box
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Detection:
+        """The inverse of `to_dict` (detections are stored in the job row as JSON)."""
+        box = data["box"]
+        return cls(
+            str(data["label"]),
+            int(data["class_id"]),
+            float(data["confidence"]),
+            Box(float(box["x1"]), float(box["y1"]), float(box["x2"]), float(box["y2"])),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "label": self.label,

@@ -70,7 +70,8 @@ def quantize(
     manifest, path = cache.get(name)
     out_name = out_name or f"{name}{INT8_SUFFIX}"
     tensors = list(calibration_tensors(manifest, photos))
-    input_name = onnx.load(str(path), load_external_data=False).graph.input[0].name
+    graph = onnx.load(str(path), load_external_data=False).graph
+    input_name = graph.input[0].name
 
     class Reader(CalibrationDataReader):  # type: ignore[misc]
         def __init__(self) -> None:
@@ -97,7 +98,7 @@ def quantize(
                     calibrate_method=CalibrationMethod.Percentile,
                     # The head convolutions stay fp32: their outputs are box offsets and logits, where
                     # rounding moves boxes; they are a small share of the compute.
-                    nodes_to_exclude=_head_convolutions(path),
+                    nodes_to_exclude=_head_convolutions(graph),
                 )
         except Exception as exc:  # the quantizer raises assorted untyped errors
             raise ModelError(f"quantizing {name} failed: {exc}") from exc
@@ -114,9 +115,8 @@ def quantize(
     return quantized
 
 
-def _head_convolutions(path: Path) -> list[str]:
+def _head_convolutions(graph: onnx.GraphProto) -> list[str]:
     """Names of the nodes producing the graph outputs (the detection heads)."""
-    graph = onnx.load(str(path), load_external_data=False).graph
     producers = {out: node for node in graph.node for out in node.output}
     names = []
     for output in graph.output:

@@ -16,7 +16,7 @@ from visionq.api.schemas import JobList, JobOut, error_responses
 from visionq.api.submit import create_job
 from visionq.detect.annotate import annotate
 from visionq.detect.image import decode_image
-from visionq.detect.types import Box, Detection
+from visionq.detect.types import Detection
 from visionq.errors import Conflict, NotFound
 from visionq.store import Job, JobStatus, JobStore
 
@@ -88,7 +88,7 @@ def get_annotated(
     max_pixels = max(settings.max_image_pixels, job.image_width * job.image_height)
     with decode_slots:
         decoded = decode_image(data, max_pixels=max_pixels)
-        jpeg = annotate(decoded.image, _detections(job))
+        jpeg = annotate(decoded.image, [Detection.from_dict(d) for d in job.detections or []])
     return Response(jpeg, media_type="image/jpeg")
 
 
@@ -121,8 +121,3 @@ def _job(store: JobStore, job_id: str) -> Job:
     if job is None:
         raise NotFound(f"no job with id {job_id!r}")
     return job
-
-
-def _detections(job: Job) -> list[Detection]:
-    found = JobOut.of(job).detections or []
-    return [Detection(d.label, d.class_id, d.confidence, Box(**d.box.model_dump())) for d in found]
