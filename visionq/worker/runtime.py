@@ -124,7 +124,11 @@ class RuntimeSlot:
         cache = ModelCache(self.settings.models_dir)
         if not cache.has(self.settings.model):
             logger.info("pulling default model %r", self.settings.model)
-            cache.pull(self.settings.model)
+            try:
+                cache.pull(self.settings.model)
+            except VisionqError as exc:
+                # Start anyway and say why: its jobs fail with this reason, jobs for other models run.
+                logger.error("default model %r is not available: %s", self.settings.model, exc)
 
     def _on_process_init(self, **_: Any) -> None:
         """In each prefork child before it takes jobs (and in a solo worker): engine, session, warm-up."""
