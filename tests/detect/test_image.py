@@ -316,3 +316,12 @@ def test_garbage_image_data_is_rejected_as_corrupt() -> None:
 
 def test_a_zero_sized_image_is_refused() -> None:
     assert rejection(crafted_png(0, 10, 8, 0, zlib.compress(b""))).code == "corrupt"
+
+
+@pytest.mark.parametrize("data", [b"\x00", b"B", b"\x13\xed", b"II", b"\x89P", b"GIF"])
+def test_a_file_of_a_few_bytes_is_a_typed_error_even_where_a_format_check_reads_past_its_end(
+    data: bytes,
+) -> None:
+    with pytest.raises(InvalidImage) as info:
+        decode_image(data, max_pixels=LIMIT)
+    assert info.value.code in {"not_an_image", "corrupt"}

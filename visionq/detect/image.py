@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Final
 
@@ -120,7 +121,7 @@ def _open_supported(fp: IO[bytes], prefix: bytes) -> ImageFile.ImageFile | None:
         if fmt not in Image.OPEN:  # a build without that plugin
             continue
         factory, accept = Image.OPEN[fmt]
-        verdict = accept(prefix) if accept is not None else True
+        verdict = _accepts(accept, prefix)
         if isinstance(verdict, str):  # Pillow knows the format but was built without its codec
             raise InvalidImage(f"{fmt} images cannot be read here: {verdict}.", code="unsupported_format")
         if not verdict:
@@ -136,6 +137,16 @@ def _open_supported(fp: IO[bytes], prefix: bytes) -> ImageFile.ImageFile | None:
     return None
 
 
+def _accepts(accept: Callable[[bytes], bool | str] | None, prefix: bytes) -> bool | str:
+    """A plugin's quick look at the first bytes; some read past the end of a very short file."""
+    if accept is None:
+        return True
+    try:
+        return accept(prefix)
+    except Exception:  # struct.error, IndexError...: too short to be this format
+        return False
+
+
 def _unsupported_or_unknown(fp: IO[bytes], prefix: bytes) -> InvalidImage:
     supported = ", ".join(SUPPORTED_FORMATS)
     for fmt in Image.ID:
@@ -147,7 +158,7 @@ def _unsupported_or_unknown(fp: IO[bytes], prefix: bytes) -> InvalidImage:
 
 def _claimed_by(fmt: str, fp: IO[bytes], prefix: bytes) -> bool:
     factory, accept = Image.OPEN[fmt]
-    verdict = accept(prefix) if accept is not None else True
+    verdict = _accepts(accept, prefix)
     if not verdict or isinstance(verdict, str):
         return bool(verdict)
     fp.seek(0)
