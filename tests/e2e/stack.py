@@ -59,16 +59,20 @@ class Processes:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
-        for _, proc in self.started:
-            _killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for _, proc in self.started:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            _killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        """SIGTERM every group, give them 20 s, then SIGKILL every group, even if waiting failed."""
+        try:
+            for _, proc in self.started:
+                _killpg(proc.pid, signal.SIGTERM)
+            deadline = time.monotonic() + 20
+            for _, proc in self.started:
+                try:
+                    proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    pass
+        finally:
+            for _, proc in self.started:
+                _killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 @contextmanager
