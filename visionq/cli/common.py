@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from visionq.config import Settings
 from visionq.detect.detector import Detector
-from visionq.errors import ModelNotFound, VisionqError
+from visionq.errors import VisionqError
 from visionq.models import sources
 from visionq.models.cache import ModelCache
 
@@ -41,15 +41,9 @@ def reported_errors() -> Iterator[None]:
 def load_detector(settings: Settings, name: str, *, threads: int | None = None) -> Detector:
     """The named model, pulled first when visionq knows where it comes from and it is missing."""
     cache = ModelCache(settings.models_dir)
-    try:
-        return Detector.from_cache(
-            cache, name, threads=threads or settings.threads, max_pixels=settings.max_image_pixels
-        )
-    except ModelNotFound:
-        if name not in sources.SOURCES:
-            raise
-    err.print(f"model '{name}' is not in {cache.root}; pulling it")
-    cache.pull(name)
+    if name in sources.SOURCES and not cache.has(name):
+        err.print(f"model '{name}' is not in {cache.root}; pulling it")
+        cache.pull(name)
     return Detector.from_cache(
         cache, name, threads=threads or settings.threads, max_pixels=settings.max_image_pixels
     )

@@ -29,7 +29,7 @@ def inspect_export(model: onnx.ModelProto) -> tuple[Family, InputSpec, list[str]
     if len(in_dims) != 4 or len(out_dims) != 3:
         raise ModelError(f"unexpected shapes: input {in_dims}, output {out_dims}")
     height, width = _input_size(in_dims, meta)
-    names = _class_names(meta, out_dims)
+    names = _class_names(meta)
     nc = len(names)
     if out_dims[1] == 4 + nc:
         family: Family = "yolov8"
@@ -57,7 +57,7 @@ def _input_size(dims: list[int], meta: dict[str, str]) -> tuple[int, int]:
     return _DEFAULT_IMGSZ, _DEFAULT_IMGSZ
 
 
-def _class_names(meta: dict[str, str], out_dims: list[int]) -> list[str]:
+def _class_names(meta: dict[str, str]) -> list[str]:
     if "names" in meta:
         try:
             raw = ast.literal_eval(meta["names"])
