@@ -119,6 +119,32 @@ def test_creating_and_deleting_jobs_on_one_image_at_once_never_fails_nor_leaks(
     assert store.list(limit=1) == ([], None)
 
 
+@pytest.mark.parametrize("first_by", ["delete", "purge"])
+def test_removing_the_last_two_jobs_of_an_image_at_once_deletes_the_image(
+    store: JobStore, engine: Engine, first_by: str
+) -> None:
+    # Write skew under READ COMMITTED: each remover, seeing the other's job still there, would keep
+    # the image, and it would be left with no job at all.
+    image = make_image(b"last two")
+    barrier = threading.Barrier(2)
+
+    def remove(job: Job, by: str) -> None:
+        barrier.wait()
+        if by == "delete":
+            assert store.delete(job.id)
+        else:
+            assert job.finished_at is not None
+            assert store.purge(finished_before=job.finished_at + timedelta(microseconds=1)) == 1
+
+    for _ in range(25):
+        first, second = (store.cancel(make_job(store, image).id) for _ in range(2))
+        assert first is not None and second is not None
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(remove, [first, second], [first_by, "delete"]))
+        assert store.list(limit=1) == ([], None)
+        assert image_count(engine) == 0
+
+
 @pytest.mark.parametrize("tick", [timedelta(milliseconds=1), timedelta(0)], ids=["distinct", "same-time"])
 def test_list_pages_newest_first_without_gaps_or_repeats(
     store: JobStore, clock: FakeClock, tick: timedelta

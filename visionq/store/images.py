@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import Connection, Delete, delete, exists, select
+from sqlalchemy import Connection, delete, exists, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 
 from visionq.store.models import ImageRow, JobRow
 from visionq.store.types import ImageIn
@@ -34,23 +33,26 @@ def insert_if_absent(conn: Connection, image: ImageIn, now: datetime) -> None:
         conn.execute(sqlite.insert(ImageRow).values(values).on_conflict_do_nothing())
 
 
+def lock(conn: Connection, shas: Collection[str]) -> None:
+    """Row-lock the images for the rest of the transaction, before their jobs are deleted.
+
+    On PostgreSQL (READ COMMITTED) two transactions deleting the last two jobs of one image would each
+    still see the other's job and keep the image, leaving it with no job. Holding the image's row lock
+    serialises them, and it makes a concurrent create's foreign-key check wait for the outcome (its
+    job then references a live image, or it retries on a missing one). Locks are taken in sha order
+    so that two removers never deadlock. SQLite needs nothing: its write transactions are serial.
+    """
+    if shas and conn.dialect.name == "postgresql":
+        conn.execute(
+            select(ImageRow.sha256)
+            .where(ImageRow.sha256.in_(shas))
+            .order_by(ImageRow.sha256)
+            .with_for_update()
+        )
+
+
 def delete_orphans(conn: Connection, shas: Collection[str]) -> None:
-    """Delete those of the images `shas` that no job references any more."""
-    if not shas:
-        return
-    try:
-        with conn.begin_nested():
-            conn.execute(_delete_unreferenced(shas))
-    except IntegrityError:
-        # A job created concurrently (PostgreSQL) references one of them: delete the others one by one.
-        for sha in shas:
-            try:
-                with conn.begin_nested():
-                    conn.execute(_delete_unreferenced([sha]))
-            except IntegrityError:
-                pass
-
-
-def _delete_unreferenced(shas: Collection[str]) -> Delete:
-    referenced = exists().where(JobRow.image_sha256 == ImageRow.sha256)
-    return delete(ImageRow).where(ImageRow.sha256.in_(shas), ~referenced)
+    """Delete those of the images `shas`, locked by `lock` beforehand, that no job references any more."""
+    if shas:
+        referenced = exists().where(JobRow.image_sha256 == ImageRow.sha256)
+        conn.execute(delete(ImageRow).where(ImageRow.sha256.in_(shas), ~referenced))

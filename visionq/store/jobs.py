@@ -233,8 +233,11 @@ class JobStore:
         if only_terminal:
             stmt = stmt.where(JobRow.status.in_(_TERMINAL))
         with self._engine.begin() as conn:
-            sha = conn.execute(stmt.returning(JobRow.image_sha256)).scalar_one_or_none()
+            sha = conn.execute(select(JobRow.image_sha256).where(JobRow.id == key)).scalar_one_or_none()
             if sha is None:
+                return False
+            images.lock(conn, [sha])
+            if conn.execute(stmt.returning(JobRow.id)).scalar_one_or_none() is None:
                 return False
             images.delete_orphans(conn, [sha])
             return True
@@ -256,23 +259,20 @@ class JobStore:
             raise ValueError("finished_before must be timezone-aware")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
-        batch = (
-            select(JobRow.id)
-            .where(JobRow.finished_at < finished_before, JobRow.status.in_(_TERMINAL))
-            .order_by(JobRow.finished_at)
-            .limit(batch_size)
-        )
+        expired = (JobRow.finished_at < finished_before) & JobRow.status.in_(_TERMINAL)
+        batch = select(JobRow.id, JobRow.image_sha256).where(expired).order_by(JobRow.finished_at)
         total = 0
         while True:
             with self._engine.begin() as conn:
-                shas = conn.scalars(
-                    delete(JobRow)
-                    .where(JobRow.id.in_(batch.scalar_subquery()))
-                    .returning(JobRow.image_sha256)
-                ).all()
-                images.delete_orphans(conn, set(shas))
-            total += len(shas)
-            if len(shas) < batch_size:
+                rows = conn.execute(batch.limit(batch_size)).all()
+                shas = {row.image_sha256 for row in rows}
+                images.lock(conn, shas)
+                deleted = conn.execute(
+                    delete(JobRow).where(JobRow.id.in_([row.id for row in rows]), expired)
+                ).rowcount
+                images.delete_orphans(conn, shas)
+            total += deleted
+            if len(rows) < batch_size:
                 return total
 
     def ping(self) -> None:
