@@ -108,3 +108,18 @@ def test_models_list_shows_the_pulled_model(data_dir_env: Path) -> None:
     (model,) = (json.loads(line) for line in result.stdout.splitlines())
     assert (model["name"], model["family"], len(model["classes"])) == ("yolov4-tiny", "darknet", 80)
     assert model["input"] == {"width": 416, "height": 416, "preprocess": "resize"}
+
+
+def test_models_samples_copies_the_verified_sample_photos(
+    data_dir_env: Path, sample_paths: dict[str, Path], tmp_path: Path
+) -> None:
+    # The data dir already holds verified copies (as after a first run), so nothing is downloaded.
+    shutil.copytree(sample_paths["bus.jpg"].parent, data_dir_env / "samples")
+    dest = tmp_path / "photos"
+
+    result = CliRunner().invoke(app, ["models", "samples", str(dest)])
+
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in dest.iterdir()) == ["bus.jpg", "zidane.jpg"]
+    for name in ("bus.jpg", "zidane.jpg"):
+        assert (dest / name).read_bytes() == sample_paths[name].read_bytes()

