@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+import subprocess
+import sys
 import time
 from io import BytesIO
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -168,3 +173,39 @@ def _wait_until_running(store: JobStore, job_id: str) -> Job:
             return job
         time.sleep(0.005)
     pytest.fail(f"job {job_id} was never claimed")
+
+
+def test_stock_celery_inspect_reaches_the_worker_and_sees_the_detect_task(
+    rabbit_worker: WorkerProcess, rabbit_settings: Settings
+) -> None:
+    # Operators' own tool, pointed at visionq's app module, configured only by the environment.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VISIONQ_")}
+    env |= {
+        "VISIONQ_BROKER_URL": rabbit_settings.broker_url or "",
+        "VISIONQ_DATA_DIR": str(rabbit_settings.data_dir),
+    }
+    celery = Path(sys.executable).with_name("celery")
+
+    result = subprocess.run(
+        [
+            str(celery),
+            "-A",
+            "visionq.worker.celery_app",
+            "inspect",
+            "registered",
+            "--json",
+            "--timeout",
+            "10",
+        ],
+        env=env,
+        cwd=rabbit_settings.data_dir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    registered = json.loads(result.stdout)
+    (worker,) = (name for name in registered if name.startswith("rabbit@"))
+    assert constants.DETECT_TASK in registered[worker], registered
