@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from visionq.cli import app
 from visionq.models.cache import ModelCache
+from visionq.models.quantize import has_vnni
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +28,9 @@ def test_quantize_then_bench_prints_every_contender_and_the_int8_agreement(
 
     quantized = runner.invoke(app, ["models", "quantize"])
     assert quantized.exit_code == 0, quantized.output
-    assert ModelCache(data_dir / "models").has("yolov4-tiny-int8")
+    manifest, _ = ModelCache(data_dir / "models").get("yolov4-tiny-int8")
+    # By default the weights are 7-bit exactly when this machine's CPU has no VNNI.
+    assert ("7-bit weights" in manifest.source) is not has_vnni(), manifest.source
 
     bench = runner.invoke(app, ["bench", "detector", "--rounds", "1", "--per-round", "2"])
     assert bench.exit_code == 0, bench.output

@@ -60,6 +60,14 @@ def quantize(
     out_name: Annotated[
         str | None, typer.Option("--name", help="Name of the int8 model; default NAME-int8.")
     ] = None,
+    reduce_range: Annotated[
+        bool | None,
+        typer.Option(
+            "--reduce-range/--full-range",
+            help="7-bit weights, which x86 CPUs without VNNI need to avoid saturation; "
+            "default: by this machine's CPU.",
+        ),
+    ] = None,
 ) -> None:
     """Make an int8 copy of a model (ONNX Runtime static quantization), several times faster on CPU."""
     from visionq.models import quantize as quantization
@@ -71,7 +79,9 @@ def quantize(
         if not cache.has(name) and name in sources.SOURCES:
             cache.pull(name)
         paths = calibration or list(sources.ensure_samples(settings.data_dir / "samples").values())
-        manifest = quantization.quantize(cache, name, [p.read_bytes() for p in paths], out_name=out_name)
+        manifest = quantization.quantize(
+            cache, name, [p.read_bytes() for p in paths], out_name=out_name, reduce_range=reduce_range
+        )
     out.print(
         f"quantized {name} → {manifest.name} in {cache.root / manifest.name}; "
         f"compare both with `visionq bench detector --model {name} --int8 {manifest.name}`"

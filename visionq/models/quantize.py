@@ -2,12 +2,17 @@
 
 On CPUs with AVX-512 VNNI (or AVX-VNNI) the int8 graph runs several times faster than fp32; how far
 its detections agree with fp32 is printed by `visionq bench detector`.
+
+x86 CPUs without VNNI multiply u8 x s8 pairs into saturating int16 sums (AVX2's `vpmaddubsw`), which
+distorts large activations; ONNX Runtime's remedy is 7-bit weights (`reduce_range`). visionq uses them
+when the CPU that quantizes has no VNNI, since that is usually the CPU that will run the model.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import platform
 import tempfile
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -53,10 +58,35 @@ def calibration_tensors(manifest: Manifest, photos: Sequence[bytes]) -> Iterator
                 yield preprocess.to_tensor(fitted)
 
 
+def has_vnni(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this CPU has x86 VNNI (AVX-512 VNNI, AVX-VNNI or AMX), or is not x86 at all.
+
+    Not x86 (ARM's dot-product instructions do not saturate): True. x86 with unreadable flags: False.
+    """
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return True
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return False
+    flags = next(
+        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []
+    )
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))
+
+
 def quantize(
-    cache: ModelCache, name: str, photos: Sequence[bytes], *, out_name: str | None = None
+    cache: ModelCache,
+    name: str,
+    photos: Sequence[bytes],
+    *,
+    out_name: str | None = None,
+    reduce_range: bool | None = None,
 ) -> Manifest:
-    """Quantize model `name` to int8 into the cache as `out_name` (default `<name>-int8`)."""
+    """Quantize model `name` to int8 into the cache as `out_name` (default `<name>-int8`).
+
+    `reduce_range`: 7-bit weights, for x86 CPUs without VNNI; None decides by this machine's CPU.
+    """
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -69,6 +99,8 @@ def quantize(
         raise InvalidRequest("calibration needs at least one photo")
     manifest, path = cache.get(name)
     out_name = out_name or f"{name}{INT8_SUFFIX}"
+    if reduce_range is None:
+        reduce_range = not has_vnni()
     tensors = list(calibration_tensors(manifest, photos))
     graph = onnx.load(str(path), load_external_data=False).graph
     input_name = graph.input[0].name
@@ -92,6 +124,7 @@ def quantize(
                     Reader(),
                     quant_format=QuantFormat.QDQ,
                     per_channel=True,
+                    reduce_range=reduce_range,
                     activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8,
                     # Percentile clipping keeps a few outlier activations from wasting the int8 range.
@@ -106,7 +139,10 @@ def quantize(
     quantized = manifest.model_copy(
         update={
             "name": out_name,
-            "source": f"quantized:{name} (int8, {len(photos)} calibration photo(s), {len(tensors)} views)",
+            "source": (
+                f"quantized:{name} (int8{', 7-bit weights' if reduce_range else ''}, "
+                f"{len(photos)} calibration photo(s), {len(tensors)} views)"
+            ),
             "sha256": {**manifest.sha256, MODEL_FILE: sources.sha256_of(model_bytes)},
             "created_at": datetime.now(UTC),
         }
