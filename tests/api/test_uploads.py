@@ -6,6 +6,7 @@ import io
 import json
 import struct
 import threading
+import uuid
 import zlib
 
 import anyio
@@ -225,7 +226,11 @@ def test_unknown_routes_and_methods_answer_in_the_error_shape(embedded: Stack) -
     response = embedded.client.put("/v1/jobs")
 
     assert_error(response, 405, "method_not_allowed")
-    assert "POST" in response.headers["allow"]
+    assert response.headers["allow"] == "GET, HEAD, POST"
+    # Two routes serve /v1/jobs/{id}: the answer names the methods of both.
+    response = embedded.client.put(f"/v1/jobs/{uuid.uuid4()}")
+    assert_error(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == "DELETE, GET, HEAD"
 
 
 def test_a_photo_of_several_megabytes_is_stored_whole(embedded: Stack) -> None:

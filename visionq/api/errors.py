@@ -7,8 +7,9 @@ Retry-After; 500 is left for bugs and a broken installation, never for anything 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
-from http import HTTPStatus
+from http import HTTPMethod, HTTPStatus
 from typing import Final
 
 from fastapi import FastAPI, Request
@@ -43,6 +44,8 @@ _IMAGE_STATUS: Final = {
     "too_large": 413,
     "corrupt": 422,
 }
+
+_HTTP_METHODS: Final = frozenset(m.value for m in HTTPMethod)
 
 # Codes for the errors Starlette raises itself (unknown route, wrong method, unparsable body).
 _HTTP_CODES: Final = {
@@ -101,9 +104,32 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
     message = str(exc.detail)
+    headers = dict(exc.headers or {})
     if exc.status_code in (404, 405) and message == HTTPStatus(exc.status_code).phrase:
         message = f"{message}: {request.method} {request.url.path}"  # Starlette's routing said no
-    return error_response(exc.status_code, code, message, exc.headers)
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(_allowed_methods(request)) or headers.get("Allow", "")
+    return error_response(exc.status_code, code, message, headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on the request's path, read off the app's OpenAPI paths.
+
+    Starlette's 405 lists only the first route matching the path, and `GET /v1/jobs/{id}` and
+    `DELETE /v1/jobs/{id}` are two routes.
+    """
+    path = request.url.path
+    root = request.scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        pattern = "[^/]+".join(re.escape(part) for part in re.split(r"\{[^}]+\}", template))
+        if re.fullmatch(pattern, path):
+            methods |= {verb.upper() for verb in operations if verb.upper() in _HTTP_METHODS}
+    if "GET" in methods:
+        methods.add("HEAD")  # Starlette answers HEAD wherever it answers GET
+    return sorted(methods)
 
 
 async def _database_error(_request: Request, exc: Exception) -> JSONResponse:
