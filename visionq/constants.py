@@ -45,6 +45,11 @@ RECOVER_TASK: Final = "visionq.recover"
 # (out of memory, a hang past the time limit) must not loop forever through redelivery.
 MAX_DELIVERIES: Final = 3
 
+# Messages a worker holds at once, waiting retries (a database outage) included. Celery raises a
+# worker's prefetch for every task waiting on its retry countdown; beyond this the rest of a backlog
+# stays in the broker instead of in one worker's memory.
+MAX_HELD_MESSAGES: Final = 64
+
 # How often Celery beat purges expired jobs; retention is days, so hourly is precise enough.
 PURGE_INTERVAL_S: Final = 3600
 

@@ -302,6 +302,14 @@ def test_a_claim_that_is_no_new_delivery_leaves_attempts_alone(store: JobStore) 
     assert (first.attempts, again.attempts, again.status) == (1, 1, JobStatus.RUNNING)
 
 
+def test_the_first_claim_of_a_queued_job_is_a_delivery_even_from_a_retry(store: JobStore) -> None:
+    # The task's first try lost the database before claiming; its retry is what delivers the job.
+    job = make_job(store)
+    claimed = store.claim(job.id, worker="w1", delivery=False)
+    assert claimed is not None
+    assert (claimed.attempts, claimed.status) == (1, JobStatus.RUNNING)
+
+
 def test_requeue_stalled_hands_back_only_jobs_running_since_before_the_cutoff_once(
     store: JobStore, clock: FakeClock
 ) -> None:

@@ -28,6 +28,8 @@ def test_jobs_travel_as_json_on_a_durable_queue_with_late_acks_and_no_result_bac
     assert conf.result_backend is None and conf.task_ignore_result
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
     assert conf.worker_prefetch_multiplier == 1
+    # Waiting retries (a database outage) raise the prefetch; capped, the rest of a backlog stays queued.
+    assert conf.worker_eta_task_limit == constants.MAX_HELD_MESSAGES
     assert conf.broker_transport_options == {"confirm_publish": True}
     assert conf.worker_send_task_events and conf.task_send_sent_event
 

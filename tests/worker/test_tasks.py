@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import logging
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.exc import OperationalError
 
 from tests.worker.conftest import PARAMS, image_in
 from visionq import constants
 from visionq.config import Settings
 from visionq.detect.detector import Detector
 from visionq.models.cache import ModelCache
-from visionq.store import Job, JobStatus, migrate
+from visionq.store import Job, JobStatus, JobStore, migrate
 from visionq.worker import create_celery_app
 from visionq.worker.runtime import Runtime
 from visionq.worker.tasks import run_job
@@ -151,18 +152,48 @@ def test_the_purge_task_deletes_jobs_finished_before_the_retention_period(
     assert runtime.store.get(job.id) is None
 
 
-def test_an_unreachable_database_is_retried_a_bounded_number_of_times(
-    settings: Settings, caplog: pytest.LogCaptureFixture
+def test_a_database_outage_longer_than_any_backoff_is_ridden_out(
+    settings: Settings, runtime: Runtime, samples: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    dead = settings.model_copy(update={"database_url": "postgresql://visionq@127.0.0.1:1/none"})
-    task = create_celery_app(dead).tasks[constants.DETECT_TASK]
-    caplog.set_level(logging.INFO, logger="celery.app.trace")
+    app = create_celery_app(settings)
+    job = create_job(runtime, samples["zidane.jpg"])
+    claim = JobStore.claim
+    # Eager, retries run at once and nest (about 40 stack frames each): 12 of them stand for an outage
+    # longer than the 10 retries (about 5 minutes) after which an earlier visionq gave the job up.
+    outage = iter(range(12))
 
-    result = task.apply(args=[str(uuid.uuid4())])  # eager: retries run at once, without the backoff
+    def claim_after_the_outage(store: JobStore, *args: Any, **kwargs: Any) -> Job | None:
+        if next(outage, None) is not None:
+            raise OperationalError("UPDATE jobs ...", {}, Exception("connection refused"))
+        return claim(store, *args, **kwargs)
 
-    assert result.state == "FAILURE"
-    retries = [r for r in caplog.records if "retry: Retry in" in r.getMessage()]
-    assert len(retries) == task.max_retries == 10
+    monkeypatch.setattr(JobStore, "claim", claim_after_the_outage)
+
+    app.tasks[constants.DETECT_TASK].apply(args=[job.id])  # the first run's outcome is "retry"
+
+    assert next(outage, None) is None  # every failed claim happened
+
+    done = finished(runtime, job)
+    assert (done.status, done.attempts) == (JobStatus.SUCCEEDED, 1), done.error_message
+
+
+@pytest.mark.parametrize(
+    ("error", "code"), [(SoftTimeLimitExceeded(), "timeout"), (ValueError("bad"), "internal_error")]
+)
+def test_an_error_while_storing_the_result_fails_the_job_rather_than_leave_it_running(
+    runtime: Runtime, samples: dict[str, bytes], monkeypatch: pytest.MonkeyPatch, error: Exception, code: str
+) -> None:
+    job = create_job(runtime, samples["zidane.jpg"])
+
+    def succeed(*_args: Any, **_kwargs: Any) -> bool:
+        raise error
+
+    monkeypatch.setattr(runtime.store, "succeed", succeed)
+
+    run_job(runtime, job.id, worker="w1")
+
+    done = finished(runtime, job)
+    assert (done.status, done.error_code) == (JobStatus.FAILED, code)
 
 
 def test_a_retry_after_a_database_blip_is_not_counted_as_another_delivery(

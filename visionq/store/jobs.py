@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, Select, delete, insert, select, tuple_, update
+from sqlalchemy import Connection, Engine, Row, Select, case, delete, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from visionq.errors import InvalidRequest
@@ -131,7 +131,8 @@ class JobStore:
 
         A running job is claimed again: that is a redelivery after a worker died mid-job. `delivery`
         says whether this counts as one more delivery (`attempts`): a task retrying itself after a
-        database blip is the same delivery going on, not a worker that died.
+        database blip is the same delivery going on, not a worker that died. Claiming a queued job
+        always counts one: when the blip came before the first claim, the retry is what delivers it.
         """
         key = canonical_job_id(job_id)
         if key is None:
@@ -142,7 +143,8 @@ class JobStore:
                 .where(JobRow.id == key, JobRow.status.in_(_CLAIMABLE))
                 .values(
                     status=JobStatus.RUNNING.value,
-                    attempts=JobRow.attempts + (1 if delivery else 0),
+                    attempts=JobRow.attempts
+                    + case((JobRow.status == JobStatus.QUEUED.value, 1), else_=1 if delivery else 0),
                     started_at=self._clock(),
                     worker=worker,
                 )

@@ -71,6 +71,7 @@ def create_celery_app(settings: Settings) -> Celery:
         # once it has been delivered more than MAX_DELIVERIES times (a job that always hangs).
         task_acks_on_timeout=False,
         worker_prefetch_multiplier=1,
+        worker_eta_task_limit=constants.MAX_HELD_MESSAGES,
         task_time_limit=limit,
         # The soft limit raises inside the task, which records a `timeout` failure before the hard kill.
         task_soft_time_limit=_soft_limit(limit),

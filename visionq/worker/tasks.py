@@ -27,8 +27,9 @@ from visionq.worker.runtime import Runtime, runtime_slot
 logger = get_task_logger(__name__)
 
 # Transient: the database is unreachable or restarting. The task is published again with exponential
-# backoff and full jitter (up to 1 s, 2 s, 4 s ... 60 s; 10 times, about 5 minutes at most, enough to
-# ride out a restart or a failover), and runs again from the claim.
+# backoff and full jitter (up to 1 s, 2 s, 4 s ... then every 60 s at most), and runs again from the
+# claim, for as long as the outage lasts: giving up would ack the message while the job row (which
+# nobody can update meanwhile) still says queued or running, and on RabbitMQ no one would ever run it.
 # Broker blips need nothing here: with late acks an unacked message is redelivered by the broker.
 # Permanent: anything wrong with the job itself (bad image, bad parameter, unknown model, too slow)
 # is recorded on the job by `run_job` and never retried.
@@ -58,7 +59,7 @@ def _task(**options: Any) -> Callable[[Callable[..., Any]], Task]:
     retry_backoff=True,
     retry_backoff_max=60,
     retry_jitter=True,
-    max_retries=10,
+    max_retries=None,
 )
 def detect(self: Task, job_id: str) -> None:
     """Run detection job `job_id` and store its result (or its permanent failure) in the job row."""
@@ -113,23 +114,25 @@ def run_job(runtime: Runtime, job_id: str, *, worker: str, delivery: bool = True
         _fail(runtime, job, "too_many_attempts", message)
         return
     try:
-        timings = _detect(runtime, job)
+        _detect_and_record(runtime, job, started)
     except SoftTimeLimitExceeded:
+        # Raised wherever the task is when the limit expires, storing the result included: `fail`
+        # writes nothing if that result was committed.
         limit = runtime.settings.task_time_limit
         _fail(runtime, job, "timeout", f"detection did not finish within the time limit (~{limit} s)")
-        return
     except TRANSIENT_ERRORS:
         raise  # retried by the task
     except VisionqError as exc:
         _fail(runtime, job, exc.code, exc.message)
-        return
     except Exception as exc:
         # A bug or an ONNX Runtime error: retrying would fail the same way, and a job left running
         # would never get its one result.
         logger.exception("job %s: unexpected error", job.id)
         _fail(runtime, job, "internal_error", f"{type(exc).__name__}: {exc}")
-        return
-    detections, stages = timings
+
+
+def _detect_and_record(runtime: Runtime, job: Job, started: float) -> None:
+    detections, stages = _detect(runtime, job)
     queue_wait = _queue_wait_ms(job)
     stages["queue_wait"] = queue_wait
     stages["total"] = round(queue_wait + (time.perf_counter() - started) * 1000, 3)
