@@ -30,13 +30,17 @@ class Services:
     )
 
 
+# `async def`: none of these block, and FastAPI would run a plain `def` dependency in its threadpool.
+async def get_services(request: Request) -> Services:
+    return _services(request)
+
+
 def _services(request: Request) -> Services:
     services = request.app.state.services
     assert isinstance(services, Services)
     return services
 
 
-# `async def`: none of these block, and FastAPI would run a plain `def` dependency in its threadpool.
 async def get_settings(request: Request) -> Settings:
     return _services(request).settings
 
@@ -57,6 +61,7 @@ async def get_decode_slots(request: Request) -> threading.BoundedSemaphore:
     return _services(request).decode_slots
 
 
+ServicesDep = Annotated[Services, Depends(get_services)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[JobStore, Depends(get_store)]
 PublisherDep = Annotated[JobPublisher, Depends(get_publisher)]

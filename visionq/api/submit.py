@@ -7,20 +7,20 @@ parameter is valid, and a job whose message the broker refused is discarded agai
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
-from typing import Annotated, Final
+from typing import TYPE_CHECKING, Annotated, Final
 
 from fastapi import File, Form, UploadFile
 
 from visionq import constants
-from visionq.config import Settings
 from visionq.detect.image import decode_image
 from visionq.errors import InvalidImage, InvalidRequest, ModelNotFound
 from visionq.models.cache import ModelCache
 from visionq.models.manifest import Manifest
 from visionq.store import ImageIn, Job, JobStore
-from visionq.worker.publish import JobPublisher
+
+if TYPE_CHECKING:  # deps imports this module for the upload form
+    from visionq.api.deps import Services
 
 logger = logging.getLogger(__name__)
 
@@ -56,22 +56,15 @@ async def submission_form(
     return Submission(image=image, conf=conf, iou=iou, classes=classes, model=model, max_det=max_det)
 
 
-def create_job(
-    form: Submission,
-    *,
-    settings: Settings,
-    store: JobStore,
-    publisher: JobPublisher,
-    models: ModelCache,
-    decode_slots: threading.BoundedSemaphore,
-) -> Job:
+def create_job(form: Submission, services: Services) -> Job:
     """Validate the upload, store it as a queued job and publish the job's id; blocking (DB, decode)."""
+    settings, store = services.settings, services.store
     name = (form.model or "").strip() or settings.model
-    manifest = _manifest(models, name)
+    manifest = _manifest(services.models, name)
     classes = _classes(form.classes, manifest)
     data = _read_image(form.image, settings.max_image_bytes)
     # Decoded in full, so a truncated or corrupt image is refused now, not failed later by a worker.
-    with decode_slots:
+    with services.decode_slots:
         decoded = decode_image(
             data,
             max_pixels=settings.max_image_pixels,
@@ -82,7 +75,7 @@ def create_job(
     params = {"conf": form.conf, "iou": form.iou, "classes": classes, "max_det": form.max_det}
     job = store.create(image=image, model=name, params=params)
     try:
-        publisher.publish(job.id)
+        services.publisher.publish(job.id)
     except Exception:
         # No message means no worker will ever run it: a job left queued would wait forever.
         _discard(store, job.id)

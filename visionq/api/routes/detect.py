@@ -14,7 +14,7 @@ from typing import Annotated, Final
 from fastapi import APIRouter, Form, Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from visionq.api.deps import DecodeSlotsDep, ModelsDep, PublisherDep, SettingsDep, StoreDep, SubmissionDep
+from visionq.api.deps import ServicesDep, SubmissionDep
 from visionq.api.routes.jobs import job_location
 from visionq.api.schemas import JobOut, error_responses
 from visionq.api.submit import create_job
@@ -45,11 +45,7 @@ _TIMEOUT_DOC = f"Seconds to wait for the result (default {DEFAULT_TIMEOUT_S:g}, 
 )
 async def detect(
     form: SubmissionDep,
-    settings: SettingsDep,
-    store: StoreDep,
-    publisher: PublisherDep,
-    models: ModelsDep,
-    decode_slots: DecodeSlotsDep,
+    services: ServicesDep,
     response: Response,
     timeout_form: Annotated[
         float | None, Form(alias="timeout", ge=0, le=MAX_TIMEOUT_S, description=_TIMEOUT_DOC)
@@ -60,16 +56,8 @@ async def detect(
 ) -> JobOut:
     """Detect objects in an image: 200 with the finished job, or 202 with the job if it takes too long."""
     timeout = next((t for t in (timeout_form, timeout_query) if t is not None), DEFAULT_TIMEOUT_S)
-    job = await run_in_threadpool(
-        create_job,
-        form,
-        settings=settings,
-        store=store,
-        publisher=publisher,
-        models=models,
-        decode_slots=decode_slots,
-    )
-    job = await _wait(store, job, timeout)
+    job = await run_in_threadpool(create_job, form, services)
+    job = await _wait(services.store, job, timeout)
     if not job.status.terminal:
         response.status_code = 202
         response.headers["Location"] = job_location(job.id)

@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 
-from visionq.api.deps import DecodeSlotsDep, ModelsDep, PublisherDep, SettingsDep, StoreDep, SubmissionDep
+from visionq.api.deps import DecodeSlotsDep, ServicesDep, SettingsDep, StoreDep, SubmissionDep
 from visionq.api.schemas import JobList, JobOut, error_responses
 from visionq.api.submit import create_job
 from visionq.detect.annotate import annotate
@@ -34,19 +34,9 @@ def job_location(job_id: str) -> str:
 
 
 @router.post("", status_code=202, responses=_UPLOAD_ERRORS)
-def submit_job(
-    form: SubmissionDep,
-    settings: SettingsDep,
-    store: StoreDep,
-    publisher: PublisherDep,
-    models: ModelsDep,
-    decode_slots: DecodeSlotsDep,
-    response: Response,
-) -> JobOut:
+def submit_job(form: SubmissionDep, services: ServicesDep, response: Response) -> JobOut:
     """Queue an image for detection; poll the job at its `Location`."""
-    job = create_job(
-        form, settings=settings, store=store, publisher=publisher, models=models, decode_slots=decode_slots
-    )
+    job = create_job(form, services)
     response.headers["Location"] = job_location(job.id)
     return JobOut.of(job)
 
