@@ -103,6 +103,20 @@ def embedded_store(embedded_settings: Settings) -> Iterator[JobStore]:
     yield from make_store(embedded_settings)
 
 
+# The stock `celery` command on visionq's app module, as operators run it.
+CELERY = [str(Path(sys.executable).with_name("celery")), "-A", "visionq.worker.celery_app"]
+
+
+def celery_env(settings: Settings) -> dict[str, str]:
+    """This environment with visionq configured by `settings` alone (no developer's VISIONQ_*)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VISIONQ_")}
+    return env | {
+        "VISIONQ_DATA_DIR": str(settings.data_dir),
+        "VISIONQ_BROKER_URL": settings.broker_url or "",
+        "VISIONQ_DATABASE_URL": settings.database_url or "",
+    }
+
+
 class WorkerProcess:
     """`celery worker` as operators start it, in a process group of its own so it can be killed whole."""
 
@@ -115,14 +129,7 @@ class WorkerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VISIONQ_")}
-        env |= {
-            "VISIONQ_DATA_DIR": str(self.settings.data_dir),
-            "VISIONQ_BROKER_URL": self.settings.broker_url or "",
-            "VISIONQ_DATABASE_URL": self.settings.database_url or "",
-        }
-        celery = Path(sys.executable).with_name("celery")
-        argv = [str(celery), "-A", "visionq.worker.celery_app", "worker", "--concurrency", "1"]
+        argv = [*CELERY, "worker", "--concurrency", "1"]
         argv += ["--pool", "prefork", "-Q", constants.QUEUE, "-n", f"{self.name}@%h", "-l", "info"]
         self.starts += 1
         self.log_path = self.log_dir / f"{self.name}-{self.starts}.log"
@@ -130,7 +137,7 @@ class WorkerProcess:
             # cwd: the data dir, so no developer's .env is read; a session of its own, for killpg.
             self.proc = subprocess.Popen(
                 argv,
-                env=env,
+                env=celery_env(self.settings),
                 cwd=self.settings.data_dir,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from io import BytesIO
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from tests.worker.conftest import PARAMS, WorkerProcess, image_in, wait_for_job
+from tests.worker.conftest import CELERY, PARAMS, WorkerProcess, celery_env, image_in, wait_for_job
 from visionq import constants
 from visionq.config import Settings
 from visionq.detect.detector import Detector
@@ -179,25 +176,9 @@ def test_stock_celery_inspect_reaches_the_worker_and_sees_the_detect_task(
     rabbit_worker: WorkerProcess, rabbit_settings: Settings
 ) -> None:
     # Operators' own tool, pointed at visionq's app module, configured only by the environment.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VISIONQ_")}
-    env |= {
-        "VISIONQ_BROKER_URL": rabbit_settings.broker_url or "",
-        "VISIONQ_DATA_DIR": str(rabbit_settings.data_dir),
-    }
-    celery = Path(sys.executable).with_name("celery")
-
     result = subprocess.run(
-        [
-            str(celery),
-            "-A",
-            "visionq.worker.celery_app",
-            "inspect",
-            "registered",
-            "--json",
-            "--timeout",
-            "10",
-        ],
-        env=env,
+        [*CELERY, "inspect", "registered", "--json", "--timeout", "10"],
+        env=celery_env(rabbit_settings),
         cwd=rabbit_settings.data_dir,
         capture_output=True,
         text=True,
