@@ -12,7 +12,7 @@ from rich.table import Table
 from visionq import constants
 from visionq.bench import detector as detector_bench
 from visionq.bench.detector import LaneSpec
-from visionq.cli.common import err, load_detector, load_settings, out, reported_errors
+from visionq.cli.common import err, load_detector, load_settings, out, reported_errors, sample_photos
 from visionq.detect.detector import Detector, available_cores
 from visionq.models import sources
 from visionq.models.cache import ModelCache
@@ -44,7 +44,7 @@ def detector(
     threads = threads or available_cores()
     cache = ModelCache(settings.models_dir)
     with reported_errors():
-        paths = images or list(sources.ensure_samples(settings.data_dir / "samples").values())
+        paths = images or list(sample_photos(settings).values())
         blobs = tuple(p.read_bytes() for p in paths)
         detectors = [load_detector(settings, model, threads=threads)]
         int8 = int8 or (f"{model}{INT8_SUFFIX}" if cache.has(f"{model}{INT8_SUFFIX}") else None)
@@ -126,7 +126,7 @@ def service(
 
     settings = load_settings()
     with reported_errors():
-        paths = images or list(sources.ensure_samples(settings.data_dir / "samples").values())
+        paths = images or list(sample_photos(settings).values())
     blobs = [(p.name, p.read_bytes()) for p in paths]
     out.print(
         f"{jobs} jobs to {url} from {concurrency} client threads, images: {', '.join(n for n, _ in blobs)}"

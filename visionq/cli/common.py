@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import typer
 from pydantic import ValidationError
@@ -47,3 +48,8 @@ def load_detector(settings: Settings, name: str, *, threads: int | None = None) 
     return Detector.from_cache(
         cache, name, threads=threads or settings.threads, max_pixels=settings.max_image_pixels
     )
+
+
+def sample_photos(settings: Settings) -> dict[str, Path]:
+    """The model wheel's sample photos (bus.jpg, zidane.jpg), extracted under the data dir once."""
+    return sources.ensure_samples(settings.data_dir / "samples")

