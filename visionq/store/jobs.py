@@ -184,8 +184,8 @@ class JobStore:
 
         A running job started before the cutoff (older than the task time limit) has no worker on it
         any more: its worker died and the broker lost the message (kombu's filesystem transport does
-        on a hard kill), or its retries ran out. A queued job with a start time was requeued by an
-        earlier call whose publish never happened. `started_at` becomes the requeue time, so each
+        on a hard kill). A queued job with a start time was requeued by an earlier call whose publish
+        never happened. `started_at` becomes the requeue time, so each
         stalled job is handed back once per period, not on every call.
         """
         stalled = (JobRow.started_at < started_before) & (
