@@ -19,11 +19,12 @@ setup: $(STAMP)
 run: setup
 	$(BIN)/visionq up
 
-## lint: ruff and mypy over the package and the tests
+## lint: ruff and mypy over the package and the tests; the import layering contracts (pyproject.toml)
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 ## test: lint, then the whole test suite against the real services and the real model
 test: lint

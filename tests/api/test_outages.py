@@ -27,7 +27,7 @@ def test_a_dead_broker_makes_submissions_503_and_leaves_no_job(
         assert int(response.headers["retry-after"]) > 0
 
     assert stack.client.get("/v1/jobs").json() == {"jobs": [], "next_cursor": None}
-    jobs, _ = stack.store.list(limit=10)
+    jobs, _ = stack.store.page(limit=10)
     assert jobs == []
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
-import struct
 import threading
 import uuid
-import zlib
+from typing import Any
 
 import anyio
 import numpy as np
@@ -17,6 +17,7 @@ from PIL import Image
 from starlette.types import Message, Scope
 
 from tests.api.conftest import EMBEDDED, Stack, StackFactory, assert_error, upload
+from tests.helpers import png_bomb, wait_until
 from visionq import constants
 
 
@@ -30,20 +31,6 @@ def encode(image: Image.Image, fmt: str) -> bytes:
     out = io.BytesIO()
     image.save(out, fmt)
     return out.getvalue()
-
-
-def png_bomb(side: int) -> bytes:
-    """A real side x side 1-bit PNG whose rows compress to almost nothing (30000: ~110 KB)."""
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        body = kind + payload
-        return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
-
-    compressor = zlib.compressobj(9)
-    row = bytes(1 + side // 8)
-    idat = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
-    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def assert_nothing_stored(stack: Stack) -> None:
@@ -226,11 +213,13 @@ def test_unknown_routes_and_methods_answer_in_the_error_shape(embedded: Stack) -
     response = embedded.client.put("/v1/jobs")
 
     assert_error(response, 405, "method_not_allowed")
-    assert response.headers["allow"] == "GET, HEAD, POST"
-    # Two routes serve /v1/jobs/{id}: the answer names the methods of both.
-    response = embedded.client.put(f"/v1/jobs/{uuid.uuid4()}")
+    assert response.headers["allow"] == "GET, POST"
+    # Two routes serve /v1/jobs/{id}: the answer names the methods of both, and only methods that work.
+    job = f"/v1/jobs/{uuid.uuid4()}"
+    response = embedded.client.put(job)
     assert_error(response, 405, "method_not_allowed")
-    assert response.headers["allow"] == "DELETE, GET, HEAD"
+    assert response.headers["allow"] == "DELETE, GET"
+    assert embedded.client.head(job).status_code == 405
 
 
 def test_a_photo_of_several_megabytes_is_stored_whole(embedded: Stack) -> None:
@@ -247,12 +236,34 @@ def test_a_photo_of_several_megabytes_is_stored_whole(embedded: Stack) -> None:
     assert embedded.store.image_data(response.json()["image"]["sha256"]) == data
 
 
+class WatchedSlots(threading.BoundedSemaphore):
+    """Decode slots that count who asked for one and who got one."""
+
+    def __init__(self, value: int) -> None:
+        super().__init__(value)
+        self.asked = 0
+        self.granted = 0
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        self.asked += 1
+        got = super().acquire(blocking, timeout)
+        self.granted += got
+        return got
+
+    def __enter__(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        return self.acquire(blocking, timeout)  # threading's own __enter__ is the base class's acquire
+
+    def __exit__(self, *_exc: Any) -> None:
+        self.release()
+
+
 def test_full_size_decodes_wait_for_a_free_slot_so_image_memory_stays_bounded(
     embedded: Stack, samples: dict[str, bytes]
 ) -> None:
     app = embedded.client.app
     assert isinstance(app, FastAPI)
-    slots = app.state.services.decode_slots
+    slots = WatchedSlots(constants.API_DECODE_SLOTS)
+    app.state.services = dataclasses.replace(app.state.services, decode_slots=slots)
     for _ in range(constants.API_DECODE_SLOTS):  # every slot taken, as by as many large uploads
         slots.acquire()
     answers: list[int] = []
@@ -261,10 +272,14 @@ def test_full_size_decodes_wait_for_a_free_slot_so_image_memory_stays_bounded(
     )
     try:
         submitter.start()
-        submitter.join(timeout=1.0)
-        assert submitter.is_alive() and answers == [], "the upload was decoded without a free slot"
+        wait_until(
+            lambda: slots.asked > constants.API_DECODE_SLOTS, timeout_s=30, what="the upload asks for a slot"
+        )
+        # It asked and waits: no slot is free, so it has neither one nor an answer.
+        assert slots.granted == constants.API_DECODE_SLOTS and answers == []
     finally:
         for _ in range(constants.API_DECODE_SLOTS):
             slots.release()
     submitter.join(timeout=30)
     assert answers == [202]
+    assert slots.granted == constants.API_DECODE_SLOTS + 1

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from visionq.cli import app
 from visionq.models.cache import ModelCache
-from visionq.models.quantize import has_vnni
+from visionq.system import has_vnni
 
 pytestmark = pytest.mark.slow
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.e2e.stack import VISIONQ, free_port, processes, processes_with_data_dir, visionq_env, wait_ready
+from tests.e2e.stack import VISIONQ, free_port, processes, processes_with_data_dir, wait_ready
+from tests.helpers import visionq_env, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -52,38 +52,30 @@ def test_up_runs_the_whole_service_and_stops_it_without_orphans(
         # to be killed after the grace period.
         assert "did not stop" not in procs.output("up"), procs.output("up")[-3000:]
     # Every process of the group (api, worker and its pool, beat, flower) is gone.
-    deadline = time.monotonic() + 10
-    while processes_with_data_dir(data_dir) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert processes_with_data_dir(data_dir) == []
+    wait_until(lambda: not processes_with_data_dir(data_dir), timeout_s=10, what="every process gone")
 
 
 def _wait_http(url: str, *, auth: tuple[str, str], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         try:
-            if httpx.get(url, auth=auth, timeout=5).status_code == 200:
-                return
+            return httpx.get(url, auth=auth, timeout=5).status_code == 200
         except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"{url} did not answer 200 within {timeout} s")
+            return False
+
+    wait_until(answers, timeout_s=timeout, what=f"{url} answers 200", interval_s=0.5)
 
 
 def _flower_workers(flower: str, *, auth: tuple[str, str], timeout: float = 60) -> list[str]:
     """Worker names Flower knows, asking it to refresh them over the broker (inspect broadcast)."""
-    deadline = time.monotonic() + timeout
-    names: list[str] = []
-    while time.monotonic() < deadline:
+
+    def names() -> list[str] | None:
         try:
             response = httpx.get(f"{flower}/api/workers", params={"refresh": "1"}, auth=auth, timeout=20)
-            names = list(response.json()) if response.status_code == 200 else []
+            return (list(response.json()) if response.status_code == 200 else None) or None
         except (httpx.HTTPError, ValueError):
-            names = []
-        if names:
-            return names
-        time.sleep(1)
-    return names
+            return None
+
+    return wait_until(names, timeout_s=timeout, what="Flower knows a worker", interval_s=1)
 
 
 def test_up_refuses_a_bad_configuration_with_a_clear_message(tmp_path: Path) -> None:

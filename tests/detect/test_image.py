@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from tests.helpers import crafted_png, png_bomb
 from visionq.detect.image import SUPPORTED_FORMATS, DecodedImage, decode_image, probe_image
 from visionq.errors import InvalidImage
 
@@ -25,18 +26,6 @@ def encode(image: Image.Image, fmt: str, **params: Any) -> bytes:
     out = io.BytesIO()
     image.save(out, fmt, **params)
     return out.getvalue()
-
-
-def png_chunk(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-
-def crafted_png(width: int, height: int, bit_depth: int, colour_type: int, idat: bytes) -> bytes:
-    """A PNG written by hand, for what Pillow cannot save: 16-bit RGB, absurd sizes."""
-    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
-    )
 
 
 def noise_jpeg(width: int, height: int, **params: Any) -> bytes:
@@ -243,20 +232,12 @@ def test_unsupported_formats_are_named_and_the_supported_ones_listed(fmt: str) -
     assert ", ".join(SUPPORTED_FORMATS) in error.message
 
 
-@pytest.fixture(scope="module")
-def png_bomb() -> bytes:
-    """A real 30000x30000 1-bit PNG: every row compressed, ~110 KB on disk, 900 million pixels decoded."""
-    compressor = zlib.compressobj(9)
-    row = bytes(1 + 30000 // 8)
-    idat = b"".join(compressor.compress(row) for _ in range(30000)) + compressor.flush()
-    return crafted_png(30000, 30000, 1, 0, idat)
-
-
-def test_a_30000_by_30000_png_bomb_is_refused_instantly_before_decoding(png_bomb: bytes) -> None:
+def test_a_30000_by_30000_png_bomb_is_refused_instantly_before_decoding() -> None:
+    bomb = png_bomb(30000)
     started = time.perf_counter()
-    error = rejection(png_bomb)
+    error = rejection(bomb)
     with pytest.raises(InvalidImage, match="30000x30000"):
-        probe_image(png_bomb, max_pixels=LIMIT)
+        probe_image(bomb, max_pixels=LIMIT)
 
     assert error.code == "too_large"
     assert time.perf_counter() - started < 0.5

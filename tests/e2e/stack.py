@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.helpers import visionq_env, wait_until
 from visionq.models.cache import ModelCache
 
 VISIONQ = [sys.executable, "-m", "visionq"]
@@ -27,14 +28,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def visionq_env(data_dir: Path, **settings: str) -> dict[str, str]:
-    """The environment of a visionq process: this one's, minus any VISIONQ_ setting, plus `settings`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VISIONQ_")}
-    env["VISIONQ_DATA_DIR"] = str(data_dir)
-    env.update({f"VISIONQ_{k.upper()}": v for k, v in settings.items()})
-    return env
 
 
 @dataclass
@@ -112,14 +105,13 @@ def wait_ready(base_url: str, procs: Processes, *, timeout: float = 90.0) -> Non
 
 
 def wait_finished(client: httpx.Client, job_id: str, *, timeout: float = 90.0) -> dict[str, object]:
-    """Poll the job until it is no longer queued or running."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Poll the job over HTTP until it is no longer queued or running."""
+
+    def finished() -> dict[str, object] | None:
         job: dict[str, object] = client.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] not in ("queued", "running"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} not finished after {timeout} s: {job}")
+        return None if job["status"] in ("queued", "running") else job
+
+    return wait_until(finished, timeout_s=timeout, what=f"job {job_id} finished", interval_s=0.2)
 
 
 def processes_with_data_dir(data_dir: Path) -> list[int]:

@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import rabbitmq_reachable
 from tests.e2e.stack import Service, running_service
+from tests.helpers import wait_until
 from visionq.models.cache import ModelCache
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.rabbitmq, pytest.mark.postgres]
@@ -32,9 +33,7 @@ def broker_outage() -> Iterator[None]:
         yield
     finally:
         _rabbitmqctl("start_app")
-        deadline = time.monotonic() + 60
-        while not rabbitmq_reachable() and time.monotonic() < deadline:
-            time.sleep(0.5)
+        wait_until(rabbitmq_reachable, timeout_s=60, what="RabbitMQ reachable again", interval_s=0.5)
 
 
 @pytest.fixture(params=["rabbitmq-postgres"])
@@ -73,10 +72,12 @@ def test_the_service_recovers_when_the_broker_comes_back(service: Service, sampl
         assert _ready(client).status_code == 503
     finally:
         _rabbitmqctl("start_app")
-    deadline = time.monotonic() + 90
-    while _ready(client).status_code != 200:
-        assert time.monotonic() < deadline, "API not ready again 90 s after the broker came back"
-        time.sleep(0.5)
+    wait_until(
+        lambda: _ready(client).status_code == 200,
+        timeout_s=90,
+        what="API ready again after the broker came back",
+        interval_s=0.5,
+    )
     done = client.post(
         "/v1/detect", files={"image": ("bus.jpg", samples["bus.jpg"])}, data={"timeout": "60"}, timeout=90
     )

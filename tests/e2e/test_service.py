@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.stack import VISIONQ, Service, running_service, visionq_env, wait_finished
+from tests.e2e.stack import VISIONQ, Service, running_service, wait_finished
+from tests.helpers import visionq_env
 from visionq.bench.service import percentile, run_load
 from visionq.models.cache import ModelCache
 

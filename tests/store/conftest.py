@@ -12,7 +12,7 @@ from sqlalchemy import Engine, delete
 
 from visionq.store.db import create_engine_for, migrate
 from visionq.store.jobs import JobStore
-from visionq.store.models import ImageRow, JobRow
+from visionq.store.tables import ImageRow, JobRow
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 

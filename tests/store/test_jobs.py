@@ -5,19 +5,22 @@ from __future__ import annotations
 import base64
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, create_engine, func, select
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from tests.store.conftest import FakeClock
-from visionq.errors import InvalidRequest
-from visionq.store.db import create_engine_for
+from visionq.errors import DatabaseUnavailable, ErrorCode, InvalidRequest
+from visionq.store.db import create_engine_for, migrate_database
 from visionq.store.jobs import JobStore
-from visionq.store.models import ImageRow
 from visionq.store.status import JobStatus
+from visionq.store.tables import ImageRow
 from visionq.store.types import ImageIn, Job
 
 PARAMS = {"conf": 0.25, "iou": 0.45, "classes": None, "max_det": 300}
@@ -46,7 +49,7 @@ def finished(store: JobStore, status: JobStatus) -> Job:
         if status is JobStatus.SUCCEEDED:
             assert store.succeed(job.id, detections=[], timings_ms={})
         else:
-            assert store.fail(job.id, code="invalid_image", message="truncated")
+            assert store.fail(job.id, code=ErrorCode.CORRUPT, message="truncated")
     got = store.get(job.id)
     assert got is not None
     return got
@@ -116,7 +119,7 @@ def test_creating_and_deleting_jobs_on_one_image_at_once_never_fails_nor_leaks(
         list(pool.map(churn, range(4)))
 
     assert image_count(engine) == 0
-    assert store.list(limit=1) == ([], None)
+    assert store.page(limit=1) == ([], None)
 
 
 @pytest.mark.parametrize("first_by", ["delete", "purge"])
@@ -141,7 +144,7 @@ def test_removing_the_last_two_jobs_of_an_image_at_once_deletes_the_image(
         assert first is not None and second is not None
         with ThreadPoolExecutor(2) as pool:
             list(pool.map(remove, [first, second], [first_by, "delete"]))
-        assert store.list(limit=1) == ([], None)
+        assert store.page(limit=1) == ([], None)
         assert image_count(engine) == 0
 
 
@@ -156,7 +159,7 @@ def test_list_pages_newest_first_without_gaps_or_repeats(
     pages: list[list[Job]] = []
     cursor: str | None = None
     while True:
-        page, cursor = store.list(limit=3, cursor=cursor)
+        page, cursor = store.page(limit=3, cursor=cursor)
         pages.append(page)
         if cursor is None:
             break
@@ -169,7 +172,7 @@ def test_a_full_last_page_has_no_next_cursor(store: JobStore) -> None:
     for _ in range(2):
         make_job(store)
 
-    page, cursor = store.list(limit=2)
+    page, cursor = store.page(limit=2)
 
     assert len(page) == 2 and cursor is None
 
@@ -179,9 +182,9 @@ def test_list_filters_by_status(store: JobStore) -> None:
     running = make_job(store)
     store.claim(running.id, worker="w1")
 
-    assert [j.id for j in store.list(status=JobStatus.QUEUED, limit=10)[0]] == [queued.id]
-    assert [j.id for j in store.list(status=JobStatus.RUNNING, limit=10)[0]] == [running.id]
-    assert store.list(status=JobStatus.FAILED, limit=10) == ([], None)
+    assert [j.id for j in store.page(status=JobStatus.QUEUED, limit=10)[0]] == [queued.id]
+    assert [j.id for j in store.page(status=JobStatus.RUNNING, limit=10)[0]] == [running.id]
+    assert store.page(status=JobStatus.FAILED, limit=10) == ([], None)
 
 
 def _b64(text: str) -> str:
@@ -201,12 +204,12 @@ def _b64(text: str) -> str:
 )
 def test_a_malformed_cursor_is_an_invalid_request(store: JobStore, cursor: str) -> None:
     with pytest.raises(InvalidRequest, match="cursor"):
-        store.list(limit=10, cursor=cursor)
+        store.page(limit=10, cursor=cursor)
 
 
 def test_a_limit_below_one_is_an_invalid_request(store: JobStore) -> None:
     with pytest.raises(InvalidRequest, match="limit"):
-        store.list(limit=0)
+        store.page(limit=0)
 
 
 def test_claim_moves_a_queued_job_to_running_on_that_worker(store: JobStore) -> None:
@@ -272,7 +275,7 @@ def test_a_result_is_recorded_once_and_a_second_succeed_changes_nothing(store: J
     assert store.succeed(job.id, detections=detections, timings_ms={"inference": 12.5})
     done = store.get(job.id)
     assert store.succeed(job.id, detections=[], timings_ms={"inference": 1.0}) is False
-    assert store.fail(job.id, code="late", message="second delivery") is False
+    assert store.fail(job.id, code=ErrorCode.INTERNAL_ERROR, message="second delivery") is False
 
     assert done is not None and store.get(job.id) == done
     assert done.status is JobStatus.SUCCEEDED
@@ -283,14 +286,14 @@ def test_a_result_is_recorded_once_and_a_second_succeed_changes_nothing(store: J
 
 def test_fail_records_the_error_of_a_running_job_only(store: JobStore) -> None:
     job = make_job(store)
-    assert store.fail(job.id, code="invalid_image", message="truncated") is False  # still queued
+    assert store.fail(job.id, code=ErrorCode.CORRUPT, message="truncated") is False  # still queued
     store.claim(job.id, worker="w1")
 
-    assert store.fail(job.id, code="invalid_image", message="truncated", timings_ms={"decode": 0.5})
+    assert store.fail(job.id, code=ErrorCode.CORRUPT, message="truncated", timings_ms={"decode": 0.5})
 
     failed = store.get(job.id)
     assert failed is not None and failed.status is JobStatus.FAILED
-    assert (failed.error_code, failed.error_message) == ("invalid_image", "truncated")
+    assert (failed.error_code, failed.error_message) == ("corrupt", "truncated")
     assert (failed.timings_ms, failed.detections) == ({"decode": 0.5}, None)
 
 
@@ -456,10 +459,37 @@ def test_ping_succeeds_on_a_live_database(store: JobStore) -> None:
     store.ping()
 
 
-def test_ping_raises_when_the_database_is_unreachable() -> None:
+STORE_CALLS: dict[str, Callable[[JobStore], object]] = {
+    "ping": lambda s: s.ping(),
+    "get": lambda s: s.get(str(uuid.uuid4())),
+    "page": lambda s: s.page(limit=10),
+    "create": lambda s: s.create(
+        image=ImageIn.of(b"x", content_type="image/png", width=1, height=1), model="m", params={}
+    ),
+    "claim": lambda s: s.claim(str(uuid.uuid4()), worker="w"),
+    "purge": lambda s: s.purge(finished_before=datetime.now(UTC)),
+}
+
+
+@pytest.mark.parametrize("call", list(STORE_CALLS))
+def test_an_unreachable_database_is_one_database_unavailable_error_whatever_the_call(call: str) -> None:
     engine = create_engine_for("postgresql+psycopg://postgres@127.0.0.1:1/nowhere?connect_timeout=2")
     try:
-        with pytest.raises(OperationalError):
-            JobStore(engine).ping()
+        with pytest.raises(DatabaseUnavailable, match="cannot be reached") as info:
+            STORE_CALLS[call](JobStore(engine))
     finally:
         engine.dispose()
+    assert isinstance(info.value.__cause__, OperationalError)  # the driver's own error, kept for the logs
+    assert "127.0.0.1" not in info.value.message  # what a client may see names no host
+
+
+def test_every_pooled_connection_taken_is_database_unavailable_too(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'visionq.db'}"
+    migrate_database(url)
+    engine = create_engine(url, pool_size=1, max_overflow=0, pool_timeout=0.1)
+    try:
+        with engine.connect(), pytest.raises(DatabaseUnavailable) as info:  # the one connection, held
+            JobStore(engine).get(str(uuid.uuid4()))
+    finally:
+        engine.dispose()
+    assert isinstance(info.value.__cause__, PoolTimeout)

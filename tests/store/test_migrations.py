@@ -16,7 +16,7 @@ from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
 from visionq.store.db import alembic_config, create_engine_for, migrate
-from visionq.store.models import Base
+from visionq.store.tables import Base
 
 # Each process sleeps until the same instant, so both are past their imports and migrate together.
 _MIGRATE_AT = """
@@ -28,7 +28,8 @@ migrate(engine)
 engine.dispose()
 """
 
-HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
+SCRIPTS = ScriptDirectory.from_config(alembic_config())
+HEAD = SCRIPTS.get_current_head()  # raises if the history has branched into several heads
 
 
 @pytest.fixture
@@ -41,8 +42,13 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def test_the_head_revision_is_the_initial_one() -> None:
-    assert HEAD == "0001"
+def test_the_migrations_form_one_line_from_the_first_revision_to_the_head() -> None:
+    revisions = list(SCRIPTS.walk_revisions())  # head first
+
+    assert HEAD is not None and revisions[0].revision == HEAD
+    assert revisions[-1].down_revision is None
+    for newer, older in zip(revisions, revisions[1:], strict=False):
+        assert newer.down_revision == older.revision
 
 
 def test_migrating_an_empty_database_twice_reaches_head_and_changes_nothing(fresh_engine: Engine) -> None:

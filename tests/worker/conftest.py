@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from io import BytesIO
@@ -16,10 +15,11 @@ import pytest
 from PIL import Image
 from sqlalchemy import Engine
 
+from tests.helpers import settings_env, wait_until
 from visionq import constants
 from visionq.config import Settings
 from visionq.models.cache import ModelCache
-from visionq.store import ImageIn, Job, JobStore, create_engine_for, migrate
+from visionq.store import ImageIn, JobStore, create_engine_for, migrate
 
 PARAMS = {
     "conf": constants.DEFAULT_CONFIDENCE,
@@ -30,7 +30,6 @@ PARAMS = {
 
 # A worker subprocess imports Celery and forks its child within a few seconds; a minute means it hung.
 WORKER_START_TIMEOUT_S = 60.0
-JOB_TIMEOUT_S = 30.0
 
 
 def image_in(data: bytes, content_type: str = "image/jpeg") -> ImageIn:
@@ -41,19 +40,6 @@ def image_in(data: bytes, content_type: str = "image/jpeg") -> ImageIn:
     except OSError:
         width, height = 0, 0
     return ImageIn.of(data, content_type=content_type, width=width, height=height)
-
-
-def wait_for_job(store: JobStore, job_id: str, *, timeout_s: float = JOB_TIMEOUT_S) -> Job:
-    """The job once it is terminal; fails the test when it is not within the timeout."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        job = store.get(job_id)
-        assert job is not None, f"job {job_id} vanished"
-        if job.status.terminal:
-            return job
-        if time.monotonic() > deadline:
-            pytest.fail(f"job {job_id} still {job.status} after {timeout_s} s")
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="session")
@@ -107,29 +93,20 @@ def embedded_store(embedded_settings: Settings) -> Iterator[JobStore]:
 CELERY = [str(Path(sys.executable).with_name("celery")), "-A", "visionq.worker.celery_app"]
 
 
-def celery_env(settings: Settings) -> dict[str, str]:
-    """This environment with visionq configured by `settings` alone (no developer's VISIONQ_*)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VISIONQ_")}
-    return env | {
-        "VISIONQ_DATA_DIR": str(settings.data_dir),
-        "VISIONQ_BROKER_URL": settings.broker_url or "",
-        "VISIONQ_DATABASE_URL": settings.database_url or "",
-    }
-
-
 class WorkerProcess:
     """`celery worker` as operators start it, in a process group of its own so it can be killed whole."""
 
-    def __init__(self, settings: Settings, name: str, log_dir: Path) -> None:
+    def __init__(self, settings: Settings, name: str, log_dir: Path, *, concurrency: int = 1) -> None:
         self.settings = settings
         self.name = name
+        self.concurrency = concurrency
         self.log_dir = log_dir
         self.log_path = log_dir / f"{name}.log"
         self.starts = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        argv = [*CELERY, "worker", "--concurrency", "1"]
+        argv = [*CELERY, "worker", "--concurrency", str(self.concurrency)]
         argv += ["--pool", "prefork", "-Q", constants.QUEUE, "-n", f"{self.name}@%h", "-l", "info"]
         self.starts += 1
         self.log_path = self.log_dir / f"{self.name}-{self.starts}.log"
@@ -137,7 +114,7 @@ class WorkerProcess:
             # cwd: the data dir, so no developer's .env is read; a session of its own, for killpg.
             self.proc = subprocess.Popen(
                 argv,
-                env=celery_env(self.settings),
+                env=settings_env(self.settings),
                 cwd=self.settings.data_dir,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -146,16 +123,25 @@ class WorkerProcess:
         self._wait_ready()
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + WORKER_START_TIMEOUT_S
-        while " ready." not in self.log():
-            assert self.proc is not None
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                pytest.fail(f"worker {self.name} did not start:\n{self.log()[-4000:]}")
-            time.sleep(0.05)
+        try:
+            self.wait_for_log(" ready.", timeout_s=WORKER_START_TIMEOUT_S)
+        except BaseException:
+            self.kill()
+            raise
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, *, timeout_s: float = 30.0) -> None:
+        """Until `text` is in this start's log; fails (with the log) if the worker exits or time runs out."""
+
+        def logged() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                pytest.fail(f"worker {self.name} exited:\n{self.log()[-4000:]}")
+            return text in self.log()
+
+        wait_until(logged, timeout_s=timeout_s, what=f"worker {self.name} logs {text!r}", interval_s=0.01)
 
     def signal(self, signum: int) -> None:
         """Send `signum` to the worker and its pool children."""
@@ -182,12 +168,14 @@ class WorkerProcess:
 
 
 @contextmanager
-def running_worker(settings: Settings, name: str, log_dir: Path) -> Iterator[WorkerProcess]:
+def running_worker(
+    settings: Settings, name: str, log_dir: Path, *, concurrency: int = 1
+) -> Iterator[WorkerProcess]:
     """A started worker, killed on exit (before the vhost or database it uses is dropped).
 
     SIGKILL: the tests assert nothing about shutdown, and a warm one idles seconds on the filesystem broker.
     """
-    worker = WorkerProcess(settings, name, log_dir)
+    worker = WorkerProcess(settings, name, log_dir, concurrency=concurrency)
     try:
         worker.start()
         yield worker

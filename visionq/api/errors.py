@@ -2,33 +2,26 @@
 
 Client mistakes are 4xx with a specific code; a server visionq depends on being down is 503 with
 Retry-After; 500 is left for bugs and a broken installation, never for anything a client sent.
+`STATUS` gives every code its status; the OpenAPI documentation of each route is read off it too.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
-from http import HTTPMethod, HTTPStatus
-from typing import Final
+from http import HTTPStatus
+from types import MappingProxyType
+from typing import Any, Final
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from visionq.api.schemas import ErrorBody, ErrorOut
-from visionq.errors import (
-    Conflict,
-    InvalidImage,
-    InvalidRequest,
-    ModelNotFound,
-    NotFound,
-    ServiceUnavailable,
-    VisionqError,
-)
+from visionq.errors import ErrorCode, VisionqError
 
 logger = logging.getLogger(__name__)
 
@@ -36,57 +29,75 @@ logger = logging.getLogger(__name__)
 # clients retrying sooner only add load to a server that is coming back.
 RETRY_AFTER_S: Final = 5
 
-# An image's problem decides its status: 413/415 tell HTTP clients and proxies something specific.
-_IMAGE_STATUS: Final = {
-    "empty": 400,
-    "not_an_image": 415,
-    "unsupported_format": 415,
-    "too_large": 413,
-    "corrupt": 422,
-}
-
-_HTTP_METHODS: Final = frozenset(m.value for m in HTTPMethod)
+# The status of every code a response can carry (the others, `errors.JOB_ONLY_CODES`, appear only on
+# failed jobs). An image's problem decides its status: 413/415 tell HTTP clients and proxies something
+# specific; a model the request named but the cache lacks is the request's fault (422), a model that
+# is there but broken is the installation's (500).
+STATUS: Final[Mapping[ErrorCode, int]] = MappingProxyType(
+    {
+        ErrorCode.EMPTY: 400,
+        ErrorCode.BAD_REQUEST: 400,
+        ErrorCode.NOT_FOUND: 404,
+        ErrorCode.METHOD_NOT_ALLOWED: 405,
+        ErrorCode.CONFLICT: 409,
+        ErrorCode.TOO_LARGE: 413,
+        ErrorCode.NOT_AN_IMAGE: 415,
+        ErrorCode.UNSUPPORTED_FORMAT: 415,
+        ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
+        ErrorCode.CORRUPT: 422,
+        ErrorCode.INVALID_REQUEST: 422,
+        ErrorCode.UNKNOWN_CLASS: 422,
+        ErrorCode.UNKNOWN_MODEL: 422,
+        ErrorCode.MODEL_NOT_FOUND: 422,
+        ErrorCode.INTERNAL_ERROR: 500,
+        ErrorCode.MODEL_ERROR: 500,
+        ErrorCode.CHECKSUM_MISMATCH: 500,
+        ErrorCode.SERVICE_UNAVAILABLE: 503,
+        ErrorCode.BROKER_UNAVAILABLE: 503,
+        ErrorCode.DATABASE_UNAVAILABLE: 503,
+        ErrorCode.SOURCE_UNAVAILABLE: 503,
+    }
+)
 
 # Codes for the errors Starlette raises itself (unknown route, wrong method, unparsable body).
 _HTTP_CODES: Final = {
-    400: "bad_request",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "too_large",
-    415: "unsupported_media_type",
+    400: ErrorCode.BAD_REQUEST,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.TOO_LARGE,
+    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
 }
 
 
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries documenting that these statuses answer with ErrorOut, and with which codes."""
+    entries: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        codes = ", ".join(f"`{code.value}`" for code, s in STATUS.items() if s == status)
+        entries[status] = {"model": ErrorOut, "description": f"{HTTPStatus(status).phrase}: {codes}."}
+    return entries
+
+
 def error_response(
-    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    status: int, code: ErrorCode, message: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     body = ErrorOut(error=ErrorBody(code=code, message=message))
-    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+    return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
 
 
 def status_of(error: VisionqError) -> int:
-    """The HTTP status of one of visionq's own errors."""
-    if isinstance(error, InvalidImage):
-        return _IMAGE_STATUS.get(error.code, 422)
-    if isinstance(error, InvalidRequest | ModelNotFound):
-        return 422  # only a model the request named can be missing here
-    if isinstance(error, NotFound):
-        return 404
-    if isinstance(error, Conflict):
-        return 409
-    if isinstance(error, ServiceUnavailable):
-        return 503
-    return 500  # ModelError and the like: the installation is broken, not the request
+    """The HTTP status of one of visionq's own errors (500 for a code no request should ever meet)."""
+    return STATUS.get(error.code, 500)
 
 
 async def _visionq_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, VisionqError)
     status = status_of(exc)
     if status == 503:
-        logger.warning("%s: %s", exc.code, exc.message)
+        logger.warning("%s: %s (%s)", exc.code.value, exc.message, exc.__cause__ or "no cause")
         return error_response(status, exc.code, exc.message, {"Retry-After": str(RETRY_AFTER_S)})
     if status == 500:
-        logger.error("%s: %s", exc.code, exc.message)
+        logger.error("%s: %s", exc.code.value, exc.message)
     return error_response(status, exc.code, exc.message)
 
 
@@ -97,12 +108,13 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
         # ("body", "conf") -> "conf": where a field travelled is noise to the client.
         where = ".".join(str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path"))
         problems.append(f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg")))
-    return error_response(422, "invalid_request", "; ".join(problems) or "invalid request")
+    return error_response(422, ErrorCode.INVALID_REQUEST, "; ".join(problems) or "invalid request")
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+    fallback = ErrorCode.BAD_REQUEST if exc.status_code < 500 else ErrorCode.INTERNAL_ERROR
+    code = _HTTP_CODES.get(exc.status_code, fallback)
     message = str(exc.detail)
     headers = dict(exc.headers or {})
     if exc.status_code in (404, 405) and message == HTTPStatus(exc.status_code).phrase:
@@ -113,38 +125,22 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _allowed_methods(request: Request) -> list[str]:
-    """Every method some route serves on the request's path, read off the app's OpenAPI paths.
+    """Every method a route serves on the request's path, by the routes' own (Starlette) matching.
 
     Starlette's 405 lists only the first route matching the path, and `GET /v1/jobs/{id}` and
-    `DELETE /v1/jobs/{id}` are two routes.
+    `DELETE /v1/jobs/{id}` are two routes. A route that matches the path but not the method matches
+    PARTIALly. FastAPI keeps included routers nested: `iter_route_contexts` walks all their routes.
     """
-    path = request.url.path
-    root = request.scope.get("root_path", "")
-    if root and path.startswith(root):
-        path = path[len(root) :]
     methods: set[str] = set()
-    for template, operations in request.app.openapi().get("paths", {}).items():
-        pattern = "[^/]+".join(re.escape(part) for part in re.split(r"\{[^}]+\}", template))
-        if re.fullmatch(pattern, path):
-            methods |= {verb.upper() for verb in operations if verb.upper() in _HTTP_METHODS}
-    if "GET" in methods:
-        methods.add("HEAD")  # Starlette answers HEAD wherever it answers GET
+    for route in iter_route_contexts(request.app.routes):
+        if route.methods and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods
     return sorted(methods)
-
-
-async def _database_error(_request: Request, exc: Exception) -> JSONResponse:
-    logger.warning("database unavailable: %s", exc)
-    return error_response(
-        503,
-        "database_unavailable",
-        "The job database cannot be reached; retry later.",
-        {"Retry-After": str(RETRY_AFTER_S)},
-    )
 
 
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
     # Starlette logs the traceback and re-raises after this; the client still gets the usual shape.
-    return error_response(500, "internal_error", "An unexpected error occurred.")
+    return error_response(500, ErrorCode.INTERNAL_ERROR, "An unexpected error occurred.")
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -152,6 +148,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(VisionqError, _visionq_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
-    for db_error in (OperationalError, InterfaceError, PoolTimeout):
-        app.add_exception_handler(db_error, _database_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from visionq import constants
-from visionq.models.manifest import Family, Manifest, Preprocess
+from visionq.detect.manifest import Family, Manifest, Preprocess
+from visionq.errors import ErrorCode
 from visionq.store import Job, JobStatus
 
 
 class ErrorBody(BaseModel):
-    code: str = Field(description="Stable and machine-readable, e.g. `unsupported_format`.")
+    code: ErrorCode = Field(description="Stable and machine-readable, e.g. `unsupported_format`.")
     message: str = Field(description="For people.")
 
 
@@ -85,7 +86,7 @@ class JobOut(BaseModel):
     def of(cls, job: Job) -> JobOut:
         error = None
         if job.error_code is not None:
-            error = ErrorBody(code=job.error_code, message=job.error_message or "")
+            error = ErrorBody(code=ErrorCode(job.error_code), message=job.error_message or "")
         return cls(
             id=job.id,
             status=job.status,
@@ -149,8 +150,3 @@ class ModelList(BaseModel):
 
 class StatusOut(BaseModel):
     status: Literal["ok"] = "ok"
-
-
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries documenting that these statuses answer with ErrorOut."""
-    return {status: {"model": ErrorOut} for status in statuses}

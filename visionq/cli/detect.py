@@ -12,8 +12,6 @@ from rich.table import Table
 
 from visionq import constants
 from visionq.cli.common import err, load_detector, load_settings, out, reported_errors
-from visionq.detect.annotate import annotate
-from visionq.detect.image import decode_image
 from visionq.errors import InvalidImage
 
 
@@ -36,6 +34,9 @@ def detect(
     threads: Annotated[int | None, typer.Option(min=1, help="Inference threads; default all cores.")] = None,
 ) -> None:
     """Detect objects in IMAGE files with the local model."""
+    from visionq.detect.annotate import annotate
+    from visionq.detect.image import decode_image
+
     settings = load_settings()
     wanted = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
     with reported_errors():

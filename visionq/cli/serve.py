@@ -40,8 +40,10 @@ def worker(
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
 ) -> None:
     """A Celery worker (prefork pool): each child loads the model once and warms it up."""
-    from visionq.detect.detector import available_cores
-    from visionq.worker.celery_app import app
+    from visionq.system import available_cores
+    from visionq.worker.app import WorkerApp
+
+    app = WorkerApp(load_settings())
 
     argv = ["worker", "--pool", "prefork", "--queues", queues, "--loglevel", loglevel]
     argv += ["--concurrency", str(concurrency or available_cores())]
@@ -52,10 +54,11 @@ def worker(
 def beat(loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO") -> None:
     """Celery beat: schedules the purge of expired jobs, and on the embedded broker the recovery of
     stalled ones (run exactly one per deployment)."""
-    from visionq.worker.celery_app import app
+    from visionq.queue import create_celery_app
 
-    load_settings().data_dir.mkdir(parents=True, exist_ok=True)  # its schedule file lives there
-    app.start(["beat", "--loglevel", loglevel])
+    settings = load_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # its schedule file lives there
+    create_celery_app(settings).start(["beat", "--loglevel", loglevel])
 
 
 def flower(
@@ -63,10 +66,10 @@ def flower(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 5555,
 ) -> None:
     """Flower, to watch workers and tasks; basic auth when VISIONQ_FLOWER_BASIC_AUTH is set."""
-    from visionq.worker.celery_app import app
+    from visionq.queue import create_celery_app
 
     settings = load_settings()
     argv = ["flower", f"--address={host}", f"--port={port}"]
     if settings.flower_basic_auth is not None:
         argv.append(f"--basic-auth={settings.flower_basic_auth.get_secret_value()}")
-    app.start(argv)
+    create_celery_app(settings).start(argv)

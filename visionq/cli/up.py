@@ -10,14 +10,15 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from visionq.cli.common import err, load_settings, out, reported_errors
-from visionq.config import Settings
-from visionq.detect.detector import available_cores
-from visionq.models.cache import ModelCache
+from visionq.system import available_cores
+
+if TYPE_CHECKING:
+    from visionq.config import Settings
 
 # Seconds the group gets to stop on SIGTERM before what is left is killed.
 _STOP_GRACE_S = 15.0
@@ -83,20 +84,14 @@ def up(
 
 
 def _prepare(settings: Settings) -> None:
-    from visionq.store.db import create_engine_for, migrate
+    from visionq.models.cache import ModelCache
+    from visionq.store import migrate_database
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    cache = ModelCache(settings.models_dir)
-    if not cache.has(settings.model):
-        out.print(f"pulling model {settings.model} into {cache.root}")
-        cache.pull(settings.model)
-    engine = create_engine_for(settings.resolved_database_url)
-    try:
-        # Before the processes start, so none of them serves or works on a half-made schema (each
-        # migrates again at start-up; that finds nothing to do).
-        migrate(engine)
-    finally:
-        engine.dispose()
+    ModelCache(settings.models_dir).ensure(settings.model, announce=out.print)
+    # Before the processes start, so none of them serves or works on a half-made schema (each
+    # migrates again at start-up; that finds nothing to do).
+    migrate_database(settings.resolved_database_url)
 
 
 def _supervise(children: list[_Child], stopping: Callable[[], bool]) -> str | None:

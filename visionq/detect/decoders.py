@@ -2,16 +2,19 @@
 
 Every decoder returns boxes as (x1, y1, x2, y2) in network-input pixels with one score and one class id
 each (the best class, as OpenCV's and Ultralytics' pipelines do), keeping only scores above `conf`.
+A decoder whose `needs_nms` is False hands out final boxes (an end-to-end head ran its own selection).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import numpy as np
 import numpy.typing as npt
+
+from visionq.detect.manifest import DarknetHead
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
@@ -29,14 +32,9 @@ class Candidates:
 
 
 class Decoder(Protocol):
+    needs_nms: ClassVar[bool]  # whether the candidates still need non-maximum suppression
+
     def __call__(self, outputs: Sequence[npt.NDArray[np.float32]], conf: float) -> Candidates: ...
-
-
-@dataclass(frozen=True, slots=True)
-class DarknetHead:
-    anchors: tuple[tuple[float, float], ...]
-    scale_x_y: float
-    new_coords: bool
 
 
 def _sigmoid(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -49,15 +47,24 @@ def _xywh_to_xyxy(cx: FloatArray, cy: FloatArray, w: FloatArray, h: FloatArray) 
 
 
 class DarknetDecoder:
-    """Darknet [yolo] heads: per-anchor (tx, ty, tw, th, objectness, classes) on an H x W grid."""
+    """Darknet [yolo] heads: per-anchor (tx, ty, tw, th, objectness, classes) on an H x W grid.
+
+    `heads` are in the order of the outputs the decoder is called with.
+    """
+
+    needs_nms: ClassVar[bool] = True
 
     def __init__(self, heads: Sequence[DarknetHead], *, width: int, height: int) -> None:
         self.heads = list(heads)
         self.width = width
         self.height = height
+        self._anchors = [np.asarray(h.anchors, dtype=np.float32) for h in self.heads]
 
     def __call__(self, outputs: Sequence[npt.NDArray[np.float32]], conf: float) -> Candidates:
-        parts = [self._decode_head(h, o, conf) for h, o in zip(self.heads, outputs, strict=True)]
+        parts = [
+            self._decode_head(h, anchors, o, conf)
+            for h, anchors, o in zip(self.heads, self._anchors, outputs, strict=True)
+        ]
         parts = [p for p in parts if p.scores.size]
         if not parts:
             return Candidates.empty()
@@ -67,7 +74,9 @@ class DarknetDecoder:
             np.concatenate([p.class_ids for p in parts]),
         )
 
-    def _decode_head(self, head: DarknetHead, raw: npt.NDArray[np.float32], conf: float) -> Candidates:
+    def _decode_head(
+        self, head: DarknetHead, anchors: FloatArray, raw: npt.NDArray[np.float32], conf: float
+    ) -> Candidates:
         n_anchors = len(head.anchors)
         _, channels, grid_h, grid_w = raw.shape
         t = raw.reshape(n_anchors, channels // n_anchors, grid_h, grid_w)
@@ -96,14 +105,15 @@ class DarknetDecoder:
         xy = act(cell[:, :2]) * s - (s - 1) / 2
         cx = (gx + xy[:, 0]) / grid_w * self.width
         cy = (gy + xy[:, 1]) / grid_h * self.height
-        anchors = np.asarray(head.anchors, dtype=np.float32)[a]
         wh = cell[:, 2:4] * cell[:, 2:4] * 4 if head.new_coords else np.exp(cell[:, 2:4])
-        w, h = wh[:, 0] * anchors[:, 0], wh[:, 1] * anchors[:, 1]
+        w, h = wh[:, 0] * anchors[a, 0], wh[:, 1] * anchors[a, 1]
         return Candidates(_xywh_to_xyxy(cx, cy, w, h), scores.astype(np.float32), class_ids.astype(np.int64))
 
 
 class YoloV5Decoder:
     """Ultralytics YOLOv5 export: (1, N, 5 + classes) rows of cx, cy, w, h, objectness, class scores."""
+
+    needs_nms: ClassVar[bool] = True
 
     def __call__(self, outputs: Sequence[npt.NDArray[np.float32]], conf: float) -> Candidates:
         rows = outputs[0][0]
@@ -120,6 +130,8 @@ class YoloV5Decoder:
 class YoloV8Decoder:
     """Ultralytics YOLOv8 / YOLO11 export: (1, 4 + classes, N) columns of cx, cy, w, h, class scores."""
 
+    needs_nms: ClassVar[bool] = True
+
     def __call__(self, outputs: Sequence[npt.NDArray[np.float32]], conf: float) -> Candidates:
         cols = outputs[0][0]
         class_scores = cols[4:]
@@ -128,6 +140,20 @@ class YoloV8Decoder:
         keep = np.nonzero(scores > conf)[0]
         boxes = _xywh_to_xyxy(cols[0, keep], cols[1, keep], cols[2, keep], cols[3, keep])
         return Candidates(boxes, scores[keep].astype(np.float32), class_ids[keep].astype(np.int64))
+
+
+class End2EndDecoder:
+    """Ultralytics end-to-end head (YOLOv10, YOLO26, exports with nms=True): (1, N, 6) rows of
+    x1, y1, x2, y2, score, class id, already selected by the model; rows below `conf` are padding."""
+
+    needs_nms: ClassVar[bool] = False
+
+    def __call__(self, outputs: Sequence[npt.NDArray[np.float32]], conf: float) -> Candidates:
+        rows = outputs[0][0]
+        rows = rows[rows[:, 4] > conf]
+        return Candidates(
+            rows[:, :4].astype(np.float32), rows[:, 4].astype(np.float32), rows[:, 5].round().astype(np.int64)
+        )
 
 
 def nms(boxes: FloatArray, scores: FloatArray, class_ids: IntArray, iou: float, limit: int) -> IntArray:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,26 +15,17 @@ from visionq.detect import preprocess
 from visionq.detect.decoders import (
     Candidates,
     DarknetDecoder,
-    DarknetHead,
     Decoder,
+    End2EndDecoder,
     YoloV5Decoder,
     YoloV8Decoder,
     nms,
 )
 from visionq.detect.image import DecodedImage, decode_image
+from visionq.detect.manifest import Manifest
 from visionq.detect.types import Box, Detection, DetectionResult
 from visionq.errors import InvalidRequest, ModelError
-from visionq.models.cache import ModelCache
-from visionq.models.manifest import Manifest
-
-# Boxes handed to NMS at most: a near-zero threshold on a busy image must not make NMS quadratic in
-# thousands of boxes (Ultralytics caps at 30,000 for 8,400 anchors; YOLOv4-tiny has 2,535).
-_MAX_NMS_INPUT = 3000
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on (respects affinity masks and container cpusets)."""
-    return len(os.sched_getaffinity(0))
+from visionq.system import available_cores
 
 
 class Detector:
@@ -66,18 +56,6 @@ class Detector:
         self._outputs = [o.name for o in self.session.get_outputs()]
         self._decoder = self._make_decoder(manifest)
 
-    @classmethod
-    def from_cache(
-        cls,
-        cache: ModelCache,
-        name: str,
-        *,
-        threads: int | None = None,
-        max_pixels: int = constants.MAX_IMAGE_PIXELS,
-    ) -> Detector:
-        manifest, path = cache.get(name)
-        return cls(path, manifest, threads=threads, max_pixels=max_pixels)
-
     @property
     def name(self) -> str:
         return self.manifest.name
@@ -102,18 +80,33 @@ class Detector:
 
     def detect(
         self,
-        data: bytes,
+        image: bytes | DecodedImage,
         *,
         conf: float = constants.DEFAULT_CONFIDENCE,
         iou: float = constants.DEFAULT_IOU,
         classes: Sequence[str] | None = None,
         max_det: int = constants.DEFAULT_MAX_DETECTIONS,
     ) -> DetectionResult:
-        """Detect objects in encoded image bytes (JPEG, PNG, WebP, BMP, GIF, TIFF)."""
+        """Detect objects in encoded image bytes (JPEG, PNG, WebP, BMP, GIF, TIFF), decoded as `decode`
+        does, or in an image decoded already (at whatever scale)."""
         _check_params(conf, iou, max_det)
         wanted = self.class_ids(classes) if classes else None
-        t0 = time.perf_counter()
-        decoded = decode_image(data, max_pixels=self.max_pixels, min_size=self.input_size)
+        timings: dict[str, float] = {}
+        if isinstance(image, bytes):
+            started = time.perf_counter()
+            image = self.decode(image)
+            timings["decode"] = round((time.perf_counter() - started) * 1000, 3)
+        return self._detect(image, conf, iou, wanted, max_det, timings)
+
+    def _detect(
+        self,
+        decoded: DecodedImage,
+        conf: float,
+        iou: float,
+        wanted: list[int] | None,
+        max_det: int,
+        timings: dict[str, float],
+    ) -> DetectionResult:
         t1 = time.perf_counter()
         tensor, frame = self.prepare(decoded)
         t2 = time.perf_counter()
@@ -121,23 +114,18 @@ class Detector:
         t3 = time.perf_counter()
         detections = self._postprocess(outputs, frame, decoded, conf, iou, wanted, max_det)
         t4 = time.perf_counter()
-        timings = {
-            "decode": (t1 - t0) * 1000,
-            "preprocess": (t2 - t1) * 1000,
-            "inference": (t3 - t2) * 1000,
-            "postprocess": (t4 - t3) * 1000,
-        }
-        return DetectionResult(
-            decoded.width, decoded.height, detections, {k: round(v, 3) for k, v in timings.items()}
-        )
+        stages = {"preprocess": t2 - t1, "inference": t3 - t2, "postprocess": t4 - t3}
+        timings |= {k: round(v * 1000, 3) for k, v in stages.items()}
+        return DetectionResult(decoded.width, decoded.height, detections, timings)
+
+    def decode(self, data: bytes) -> DecodedImage:
+        """Decode image bytes as the pipeline does: a large JPEG at the reduced scale the network needs."""
+        return decode_image(data, max_pixels=self.max_pixels, min_size=self.input_size)
 
     def prepare(self, decoded: DecodedImage) -> tuple[npt.NDArray[np.float32], preprocess.Frame]:
         """The network's input tensor for a decoded image, and where the image sits in it."""
-        width, height = self.input_size
-        fit = preprocess.letterbox if self.manifest.input.preprocess == "letterbox" else preprocess.resize
         # Boxes map back to the full-resolution size: DCT scaling shrank only what was decoded.
-        fitted, frame = fit(decoded.image, width, height, full_size=(decoded.width, decoded.height))
-        return preprocess.to_tensor(fitted), frame
+        return preprocess.fit(decoded.image, self.manifest.input, full_size=(decoded.width, decoded.height))
 
     def _postprocess(
         self,
@@ -152,9 +140,14 @@ class Detector:
         cands = self._decoder(outputs, conf)
         if wanted is not None:
             cands = _select(cands, np.isin(cands.class_ids, wanted))
-        if cands.scores.size > _MAX_NMS_INPUT:
-            cands = _select(cands, np.argsort(cands.scores)[::-1][:_MAX_NMS_INPUT])
-        keep = nms(cands.boxes, cands.scores, cands.class_ids, iou, max_det)
+        if self._decoder.needs_nms:
+            if cands.scores.size > constants.MAX_NMS_CANDIDATES:
+                cands = _select(
+                    cands, np.argsort(cands.scores, kind="stable")[::-1][: constants.MAX_NMS_CANDIDATES]
+                )
+            keep = nms(cands.boxes, cands.scores, cands.class_ids, iou, max_det)
+        else:
+            keep = np.argsort(cands.scores, kind="stable")[::-1][:max_det]
         boxes = frame.to_original(cands.boxes[keep], decoded.width, decoded.height)
         labels = self.manifest.classes
         return [
@@ -173,12 +166,13 @@ class Detector:
             missing = [o for o in self._outputs if o not in by_output]
             if missing or len(self._outputs) != len(manifest.heads):
                 raise ModelError(f"model outputs {self._outputs} do not match the manifest's heads")
-            heads = [
-                DarknetHead(tuple(by_output[o].anchors), by_output[o].scale_x_y, by_output[o].new_coords)
-                for o in self._outputs
-            ]
+            heads = [by_output[o] for o in self._outputs]
             return DarknetDecoder(heads, width=manifest.input.width, height=manifest.input.height)
-        return YoloV5Decoder() if manifest.family == "yolov5" else YoloV8Decoder()
+        if manifest.family == "yolov5":
+            return YoloV5Decoder()
+        if manifest.family == "end2end":
+            return End2EndDecoder()
+        return YoloV8Decoder()
 
 
 def _select(cands: Candidates, index: npt.NDArray[np.bool_] | npt.NDArray[np.int64]) -> Candidates:

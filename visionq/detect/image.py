@@ -11,7 +11,7 @@ from typing import IO, Final
 import numpy as np
 from PIL import ExifTags, Image, ImageFile
 
-from visionq.errors import InvalidImage
+from visionq.errors import ErrorCode, InvalidImage
 
 SUPPORTED_FORMATS: Final = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 
@@ -87,14 +87,16 @@ def decode_image(data: bytes, *, max_pixels: int, min_size: tuple[int, int] | No
     except _BOMB as exc:
         raise _too_large(exc) from exc
     except _DAMAGED as exc:
-        raise InvalidImage(f"The {fmt} image is corrupt or truncated ({exc}).", code="corrupt") from exc
+        raise InvalidImage(
+            f"The {fmt} image is corrupt or truncated ({exc}).", code=ErrorCode.CORRUPT
+        ) from exc
     return DecodedImage(rgb, width, height, fmt, _CONTENT_TYPES[fmt])
 
 
 def _open(data: bytes, max_pixels: int) -> tuple[ImageFile.ImageFile, int]:
     """Parse the header with the plugin of a supported format, check the size, read the EXIF orientation."""
     if not data:
-        raise InvalidImage("The image is empty (0 bytes).", code="empty")
+        raise InvalidImage("The image is empty (0 bytes).", code=ErrorCode.EMPTY)
     # Loads every plugin once, so that WEBP and TIFF are registered and unsupported formats can be named.
     Image.init()
     fp = io.BytesIO(data)
@@ -104,12 +106,12 @@ def _open(data: bytes, max_pixels: int) -> tuple[ImageFile.ImageFile, int]:
         raise _unsupported_or_unknown(fp, prefix)
     width, height = im.size
     if width <= 0 or height <= 0:
-        raise InvalidImage(f"The image has no pixels ({width}x{height}).", code="corrupt")
+        raise InvalidImage(f"The image has no pixels ({width}x{height}).", code=ErrorCode.CORRUPT)
     if width * height > max_pixels:
         raise InvalidImage(
             f"The image is {width}x{height} ({width * height:,} pixels), "
             f"more than the limit of {max_pixels:,} pixels.",
-            code="too_large",
+            code=ErrorCode.TOO_LARGE,
         )
     return im, _orientation(im)
 
@@ -123,7 +125,9 @@ def _open_supported(fp: IO[bytes], prefix: bytes) -> ImageFile.ImageFile | None:
         factory, accept = Image.OPEN[fmt]
         verdict = _accepts(accept, prefix)
         if isinstance(verdict, str):  # Pillow knows the format but was built without its codec
-            raise InvalidImage(f"{fmt} images cannot be read here: {verdict}.", code="unsupported_format")
+            raise InvalidImage(
+                f"{fmt} images cannot be read here: {verdict}.", code=ErrorCode.UNSUPPORTED_FORMAT
+            )
         if not verdict:
             continue
         fp.seek(0)
@@ -133,7 +137,7 @@ def _open_supported(fp: IO[bytes], prefix: bytes) -> ImageFile.ImageFile | None:
             raise _too_large(exc) from exc
         except _DAMAGED as exc:
             msg = f"The data starts like a {fmt} image but its header is damaged ({exc})."
-            raise InvalidImage(msg, code="corrupt") from exc
+            raise InvalidImage(msg, code=ErrorCode.CORRUPT) from exc
     return None
 
 
@@ -152,8 +156,10 @@ def _unsupported_or_unknown(fp: IO[bytes], prefix: bytes) -> InvalidImage:
     for fmt in Image.ID:
         if fmt not in SUPPORTED_FORMATS and fmt != "MPO" and _claimed_by(fmt, fp, prefix):
             msg = f"{fmt} images are not supported; send one of {supported}."
-            return InvalidImage(msg, code="unsupported_format")
-    return InvalidImage(f"The data is not an image (supported formats: {supported}).", code="not_an_image")
+            return InvalidImage(msg, code=ErrorCode.UNSUPPORTED_FORMAT)
+    return InvalidImage(
+        f"The data is not an image (supported formats: {supported}).", code=ErrorCode.NOT_AN_IMAGE
+    )
 
 
 def _claimed_by(fmt: str, fp: IO[bytes], prefix: bytes) -> bool:
@@ -228,4 +234,4 @@ def _as_seen(size: tuple[int, int], orientation: int) -> tuple[int, int]:
 
 
 def _too_large(bomb: Exception) -> InvalidImage:
-    return InvalidImage(f"The image is too large to decode safely ({bomb}).", code="too_large")
+    return InvalidImage(f"The image is too large to decode safely ({bomb}).", code=ErrorCode.TOO_LARGE)

@@ -1,20 +1,31 @@
-"""Fitting a decoded image into the network input, and mapping boxes back to the original image."""
+"""Fitting a decoded image into the network input, and mapping boxes back to the original image.
+
+Both ways of fitting resize with OpenCV's bilinear `resize` (INTER_LINEAR): it is what OpenCV DNN's
+`blobFromImage` (the reference for Darknet models) and Ultralytics' `LetterBox` use, so a model gets the
+very pixels its own pipeline would give it (Pillow's bilinear rounds down where OpenCV rounds to nearest).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from visionq.detect.manifest import InputSpec
+
 # Ultralytics pads letterboxed images with this grey; the models were trained on it.
-LETTERBOX_FILL = (114, 114, 114)
+LETTERBOX_FILL: Final = (114, 114, 114)
+
+Pixels = npt.NDArray[np.uint8]  # H x W x 3, RGB
 
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """Where the image sits inside the network input: net = content offset + original * scale."""
+    """Where the image sits inside the network input: net = pad + original * scale."""
 
     scale_x: float
     scale_y: float
@@ -29,47 +40,61 @@ class Frame:
         return out
 
 
-def to_tensor(image: Image.Image) -> npt.NDArray[np.float32]:
+def fit(
+    image: Image.Image, spec: InputSpec, *, full_size: tuple[int, int]
+) -> tuple[npt.NDArray[np.float32], Frame]:
+    """The network's input tensor for an RGB image, and where the image sits in it.
+
+    `full_size` is the image's size as the user sees it, which boxes map back to: `image` itself may be
+    smaller (a JPEG decoded at reduced scale).
+    """
+    pixels = np.asarray(image)
+    if spec.preprocess == "letterbox":
+        fitted, frame = letterbox(pixels, spec.width, spec.height, full_size=full_size)
+    else:
+        fitted, frame = resize(pixels, spec.width, spec.height, full_size=full_size)
+    return to_tensor(fitted), frame
+
+
+def to_tensor(pixels: Pixels) -> npt.NDArray[np.float32]:
     """RGB HWC uint8 → float32 NCHW in [0, 1], in one pass."""
-    hwc = np.asarray(image)
-    out = np.empty((1, 3, hwc.shape[0], hwc.shape[1]), dtype=np.float32)
-    np.multiply(hwc.transpose(2, 0, 1), np.float32(1 / 255), out=out[0], casting="unsafe")
+    out = np.empty((1, 3, pixels.shape[0], pixels.shape[1]), dtype=np.float32)
+    np.multiply(pixels.transpose(2, 0, 1), np.float32(1 / 255), out=out[0], casting="unsafe")
     return out
 
 
-def bilinear(image: Image.Image, width: int, height: int) -> Image.Image:
-    """Bilinear resampling from the four nearest pixels, as Darknet's and OpenCV's resize do.
-
-    Pillow's `resize` widens its filter when shrinking (antialiasing); the models were trained on
-    images shrunk without it, and OpenCV DNN, the reference, feeds them that way, so visionq does too.
-    """
-    if image.size == (width, height):
-        return image
-    w, h = image.size
-    return image.transform(
-        (width, height),
-        Image.Transform.AFFINE,
-        (w / width, 0, 0, 0, h / height, 0),
-        Image.Resampling.BILINEAR,
-    )
+def bilinear(pixels: Pixels, width: int, height: int) -> Pixels:
+    """OpenCV's bilinear resize (INTER_LINEAR), or the pixels themselves when already that size."""
+    if pixels.shape[1] == width and pixels.shape[0] == height:
+        return pixels
+    return np.asarray(cv2.resize(pixels, (width, height), interpolation=cv2.INTER_LINEAR), dtype=np.uint8)
 
 
-def resize(
-    image: Image.Image, width: int, height: int, *, full_size: tuple[int, int]
-) -> tuple[Image.Image, Frame]:
+def resize(pixels: Pixels, width: int, height: int, *, full_size: tuple[int, int]) -> tuple[Pixels, Frame]:
     """Plain resize to the network size, as Darknet does (aspect ratio not kept)."""
-    return bilinear(image, width, height), Frame(width / full_size[0], height / full_size[1], 0.0, 0.0)
+    return bilinear(pixels, width, height), Frame(width / full_size[0], height / full_size[1], 0.0, 0.0)
 
 
-def letterbox(
-    image: Image.Image, width: int, height: int, *, full_size: tuple[int, int]
-) -> tuple[Image.Image, Frame]:
-    """Resize keeping the aspect ratio, centred on grey padding, as Ultralytics does."""
-    w, h = image.size
+def letterbox(pixels: Pixels, width: int, height: int, *, full_size: tuple[int, int]) -> tuple[Pixels, Frame]:
+    """Resize keeping the aspect ratio, centred on grey padding, as Ultralytics' LetterBox does.
+
+    The content size, the padding's rounding and the scale boxes map back with are Ultralytics' own
+    (`LetterBox`, `scale_boxes`), so boxes land on the same pixels as in its predictor.
+    """
+    h, w = pixels.shape[:2]
     ratio = min(width / w, height / h)
     new_w, new_h = max(1, round(w * ratio)), max(1, round(h * ratio))
-    # Ultralytics' rounding of the padding, so boxes land on the same pixels as in its own predictor.
-    left, top = round((width - new_w) / 2 - 0.1), round((height - new_h) / 2 - 0.1)
-    canvas = Image.new("RGB", (width, height), LETTERBOX_FILL)
-    canvas.paste(bilinear(image, new_w, new_h), (left, top))
-    return canvas, Frame(new_w / full_size[0], new_h / full_size[1], float(left), float(top))
+    pad_w, pad_h = (width - new_w) / 2, (height - new_h) / 2
+    top, bottom = round(pad_h - 0.1), round(pad_h + 0.1)
+    left, right = round(pad_w - 0.1), round(pad_w + 0.1)
+    content = bilinear(pixels, new_w, new_h)
+    canvas = np.asarray(
+        cv2.copyMakeBorder(content, top, bottom, left, right, cv2.BORDER_CONSTANT, value=LETTERBOX_FILL),
+        dtype=np.uint8,
+    )
+    # Boxes map back as Ultralytics' scale_boxes maps them: by the full-size image's ratio, whatever
+    # size was decoded, and padding rounded from that ratio (it can differ by a pixel from the above).
+    full_w, full_h = full_size
+    gain = min(width / full_w, height / full_h)
+    pad_x, pad_y = round((width - full_w * gain) / 2 - 0.1), round((height - full_h * gain) / 2 - 0.1)
+    return canvas, Frame(gain, gain, float(pad_x), float(pad_y))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
@@ -15,8 +15,17 @@ class Box:
     x2: float
     y2: float
 
-    def to_dict(self) -> dict[str, float]:
-        return {"x1": self.x1, "y1": self.y1, "x2": self.x2, "y2": self.y2}
+    @property
+    def area(self) -> float:
+        return max(0.0, self.x2 - self.x1) * max(0.0, self.y2 - self.y1)
+
+    def iou(self, other: Box) -> float:
+        """Intersection over union with `other`: 1 for the same box, 0 for boxes that do not overlap."""
+        w = max(0.0, min(self.x2, other.x2) - max(self.x1, other.x1))
+        h = max(0.0, min(self.y2, other.y2) - max(self.y1, other.y1))
+        inter = w * h
+        union = self.area + other.area - inter
+        return inter / union if union > 0 else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,21 +40,11 @@ class Detection:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Detection:
         """The inverse of `to_dict` (detections are stored in the job row as JSON)."""
-        box = data["box"]
-        return cls(
-            str(data["label"]),
-            int(data["class_id"]),
-            float(data["confidence"]),
-            Box(float(box["x1"]), float(box["y1"]), float(box["x2"]), float(box["y2"])),
-        )
+        box = {k: float(v) for k, v in data["box"].items()}
+        return cls(str(data["label"]), int(data["class_id"]), float(data["confidence"]), Box(**box))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "class_id": self.class_id,
-            "confidence": self.confidence,
-            "box": self.box.to_dict(),
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +57,4 @@ class DetectionResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "width": self.width,
-            "height": self.height,
-            "detections": [d.to_dict() for d in self.detections],
-            "timings_ms": dict(self.timings_ms),
-        }
+        return asdict(self)

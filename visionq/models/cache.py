@@ -2,25 +2,30 @@
 
 A model folder appears whole or not at all: it is built in a temporary sibling and renamed into place,
 so a failed or interrupted pull leaves nothing half-written.
+
+Reading the cache (`get`, `list`) needs no ONNX tooling; the converter and the Ultralytics reader, which
+import `onnx`, are loaded only by a pull or an import, so the API never loads them.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import onnx
 from pydantic import ValidationError
 
+from visionq.detect.manifest import InputSpec, Manifest
 from visionq.errors import InvalidRequest, ModelError, ModelNotFound
-from visionq.models import darknet, sources, ultralytics
-from visionq.models.labels import parse_names_file
-from visionq.models.manifest import HeadSpec, InputSpec, Manifest
+from visionq.models import sources
+from visionq.models.labels import coco_spelling, parse_names_file
+
+logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
@@ -59,6 +64,14 @@ class ModelCache:
             raise ModelNotFound(f"model '{name}' is not in {self.root}{hint}")
         return self._read_manifest(folder), folder / MODEL_FILE
 
+    def ensure(self, name: str, *, announce: Callable[[str], object] = logger.info) -> tuple[Manifest, Path]:
+        """The manifest and ONNX path of model `name`, pulled first when it is missing and its source is
+        known; `announce` is told before a pull starts (it takes a while)."""
+        if not self.has(name) and name in sources.SOURCES:
+            announce(f"model '{name}' is not in {self.root}; pulling it")
+            self.pull(name)
+        return self.get(name)
+
     def pull(self, name: str, *, force: bool = False) -> tuple[Manifest, bool]:
         """Fetch, verify and convert a known model; returns its manifest and whether anything was done."""
         _check_name(name)
@@ -77,11 +90,14 @@ class ModelCache:
         return manifest, True
 
     def _fetch_and_convert(self, name: str, source: sources.DarknetSource) -> tuple[Manifest, bytes]:
+        from visionq.models import darknet
+
         cfg, weights, names = sources.fetch_files(
             source.requirement, [source.cfg, source.weights, source.names]
         )
         conversion = darknet.convert(cfg.decode(), weights, name=name)
-        classes = parse_names_file(names.decode())
+        # Every source visionq knows is Darknet's COCO model: its names get Ultralytics' spelling.
+        classes = coco_spelling(parse_names_file(names.decode()))
         if any(len(classes) != head.classes for head in conversion.heads):
             raise ModelError(f"{source.names.member} lists {len(classes)} classes, the cfg's heads differ")
         model_bytes = conversion.model.SerializeToString()
@@ -90,7 +106,7 @@ class ModelCache:
             family="darknet",
             input=InputSpec(width=conversion.width, height=conversion.height, preprocess="resize"),
             classes=classes,
-            heads=[HeadSpec(**head.to_dict()) for head in conversion.heads],
+            heads=conversion.heads,
             source=f"pypi:{source.requirement}",
             license=source.license,
             sha256={
@@ -103,17 +119,16 @@ class ModelCache:
         return manifest, model_bytes
 
     def import_onnx(self, path: Path, *, name: str | None = None) -> Manifest:
-        """Add a user's Ultralytics ONNX export (YOLOv5, YOLOv8, YOLO11) to the cache."""
+        """Add a user's Ultralytics ONNX export (YOLOv5, YOLOv8, YOLO11, end-to-end heads) to the cache."""
+        from visionq.models import ultralytics
+
         name = name or path.stem.lower()
         _check_name(name)
         try:
             model_bytes = path.read_bytes()
-            model = onnx.load_model_from_string(model_bytes)
         except OSError as exc:
             raise ModelError(f"cannot read {path}: {exc}") from exc
-        except Exception as exc:  # onnx raises DecodeError and friends without a common base
-            raise ModelError(f"{path} is not an ONNX model: {exc}") from exc
-        family, input_spec, classes = ultralytics.inspect_export(model)
+        family, input_spec, classes = ultralytics.read_export(model_bytes, source=str(path))
         digest = sources.sha256_of(model_bytes)
         manifest = Manifest(
             name=name,

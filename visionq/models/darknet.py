@@ -7,6 +7,7 @@ with the anchors, masks and `scale_x_y` recorded here.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,33 +15,12 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from visionq.detect.manifest import DarknetHead
 from visionq.errors import ModelError
 from visionq.models.darknet_cfg import Section, parse_cfg
 
 OPSET = 18  # Mish arrived in opset 18; ONNX Runtime supports it on CPU.
 INPUT_NAME = "images"
-
-
-@dataclass(frozen=True, slots=True)
-class YoloHead:
-    """One [yolo] layer: which graph output holds it and how to decode it."""
-
-    output: str
-    anchors: list[tuple[float, float]]  # in network-input pixels, for this head's mask only
-    classes: int
-    scale_x_y: float
-    new_coords: bool
-    stride: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "output": self.output,
-            "anchors": [list(a) for a in self.anchors],
-            "classes": self.classes,
-            "scale_x_y": self.scale_x_y,
-            "new_coords": self.new_coords,
-            "stride": self.stride,
-        }
 
 
 @dataclass(slots=True)
@@ -50,7 +30,7 @@ class Conversion:
     model: onnx.ModelProto
     width: int
     height: int
-    heads: list[YoloHead] = field(default_factory=list)
+    heads: list[DarknetHead] = field(default_factory=list)
 
 
 class _Weights:
@@ -222,7 +202,7 @@ def convert(cfg_text: str, weights: bytes, *, name: str = "darknet") -> Conversi
     width, height, channels = net.int_("width"), net.int_("height"), net.int_("channels", 3)
     builder = _Builder(_Weights(weights))
     layers: list[_Layer] = []
-    heads: list[YoloHead] = []
+    heads: list[DarknetHead] = []
     prev = _Layer(INPUT_NAME, channels, height, width)
     for s in sections[1:]:
         if s.kind == "convolutional":
@@ -236,7 +216,7 @@ def convert(cfg_text: str, weights: bytes, *, name: str = "darknet") -> Conversi
         elif s.kind == "shortcut":
             layer = builder.shortcut(s, layers)
         elif s.kind == "yolo":
-            heads.append(_yolo_head(s, prev, len(heads), width))
+            heads.append(_yolo_head(s, prev, width))
             layer = prev
         elif s.kind == "dropout":
             layer = prev
@@ -254,7 +234,7 @@ def convert(cfg_text: str, weights: bytes, *, name: str = "darknet") -> Conversi
         builder.nodes.append(helper.make_node("Identity", [out_layer.name], [f"head_{len(outputs)}"]))
         shape = [1, out_layer.channels, out_layer.height, out_layer.width]
         outputs.append(helper.make_tensor_value_info(f"head_{len(outputs)}", TensorProto.FLOAT, shape))
-    heads = [_rename(h, f"head_{i}") for i, h in enumerate(heads)]
+    heads = [dataclasses.replace(h, output=f"head_{i}") for i, h in enumerate(heads)]
     graph = helper.make_graph(
         builder.nodes,
         name,
@@ -268,7 +248,7 @@ def convert(cfg_text: str, weights: bytes, *, name: str = "darknet") -> Conversi
     return Conversion(model, width, height, heads)
 
 
-def _yolo_head(s: Section, prev: _Layer, index: int, net_width: int) -> YoloHead:
+def _yolo_head(s: Section, prev: _Layer, net_width: int) -> DarknetHead:
     flat = [float(v) for v in s.str_("anchors").split(",") if v.strip()]
     pairs = list(zip(flat[0::2], flat[1::2], strict=True))
     mask = s.ints("mask", list(range(len(pairs))))
@@ -278,15 +258,11 @@ def _yolo_head(s: Section, prev: _Layer, index: int, net_width: int) -> YoloHead
             f"[yolo] at line {s.line}: input has {prev.channels} channels, "
             f"{len(mask)} anchors x (5 + {classes} classes) expected"
         )
-    return YoloHead(
+    return DarknetHead(
         output=prev.name,
-        anchors=[pairs[m] for m in mask],
+        anchors=tuple(pairs[m] for m in mask),
         classes=classes,
         scale_x_y=s.float_("scale_x_y", 1.0),
         new_coords=bool(s.int_("new_coords", 0)),
         stride=net_width // prev.width,
     )
-
-
-def _rename(head: YoloHead, output: str) -> YoloHead:
-    return YoloHead(output, head.anchors, head.classes, head.scale_x_y, head.new_coords, head.stride)

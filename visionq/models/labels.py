@@ -1,10 +1,11 @@
-"""COCO class names as Ultralytics spells them, whatever the model family."""
+"""Class names: Darknet's .names files, and the COCO spellings users see whatever the model family."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-# Darknet's coco.names uses VOC-era spellings for six classes; users see one vocabulary everywhere.
+# Darknet's coco.names uses VOC-era spellings for six COCO classes; Ultralytics' COCO models use the
+# current ones. A user filtering on "couch" must not need to know which family the model came from.
 _DARKNET_TO_ULTRALYTICS = {
     "motorbike": "motorcycle",
     "aeroplane": "airplane",
@@ -15,15 +16,12 @@ _DARKNET_TO_ULTRALYTICS = {
 }
 
 
-def normalize_labels(names: Iterable[str]) -> list[str]:
-    """Map Darknet spellings to Ultralytics' ones; other names pass through stripped."""
-    out = []
-    for raw in names:
-        name = raw.strip()
-        out.append(_DARKNET_TO_ULTRALYTICS.get(name, name))
-    return out
-
-
 def parse_names_file(text: str) -> list[str]:
-    """A Darknet .names file: one class per line, blank lines ignored."""
-    return normalize_labels(line for line in text.splitlines() if line.strip())
+    """A Darknet .names file: one class per line, stripped; blank lines ignored."""
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def coco_spelling(names: Iterable[str]) -> list[str]:
+    """Darknet's COCO class names in Ultralytics' spelling. Only for Darknet's coco.names: any other
+    model's classes are its author's, and stay as written."""
+    return [_DARKNET_TO_ULTRALYTICS.get(name, name) for name in names]

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from visionq.store.db import create_engine_for, migrate
+from visionq.store.db import create_engine_for, migrate, migrate_database
 from visionq.store.jobs import JobStore
 from visionq.store.status import TERMINAL_STATUSES, JobStatus
 from visionq.store.types import ImageIn, Job
 
-__all__ = ["TERMINAL_STATUSES", "ImageIn", "Job", "JobStatus", "JobStore", "create_engine_for", "migrate"]
+__all__ = [
+    "TERMINAL_STATUSES",
+    "ImageIn",
+    "Job",
+    "JobStatus",
+    "JobStore",
+    "create_engine_for",
+    "migrate",
+    "migrate_database",
+]

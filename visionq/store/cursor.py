@@ -1,4 +1,4 @@
-"""The opaque, URL-safe page cursor of `JobStore.list`: the (created_at, id) of a page's last job."""
+"""The opaque, URL-safe page cursor of `JobStore.page`: the (created_at, id) of a page's last job."""
 
 from __future__ import annotations
 

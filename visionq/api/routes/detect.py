@@ -15,8 +15,9 @@ from fastapi import APIRouter, Form, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from visionq.api.deps import ServicesDep, SubmissionDep
+from visionq.api.errors import error_responses
 from visionq.api.routes.jobs import job_location
-from visionq.api.schemas import JobOut, error_responses
+from visionq.api.schemas import JobOut
 from visionq.api.submit import create_job
 from visionq.errors import NotFound
 from visionq.store import Job, JobStore

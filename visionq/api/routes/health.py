@@ -8,7 +8,8 @@ from collections.abc import Callable
 from fastapi import APIRouter
 
 from visionq.api.deps import PublisherDep, StoreDep
-from visionq.api.schemas import StatusOut, error_responses
+from visionq.api.errors import error_responses
+from visionq.api.schemas import StatusOut
 from visionq.errors import BrokerUnavailable, DatabaseUnavailable, ServiceUnavailable
 
 logger = logging.getLogger(__name__)
@@ -37,10 +38,10 @@ def readyz(store: StoreDep, publisher: PublisherDep) -> StatusOut:
 
 
 def _failure(name: str, ping: Callable[[], None]) -> str | None:
-    """None when `ping` works, else the name of what it raised (the details go to the log only)."""
+    """None when `ping` works, else the name of what went wrong (the details go to the log only)."""
     try:
         ping()
     except Exception as exc:  # whatever the driver raises, the server is not usable
-        logger.warning("readiness: %s unavailable: %s", name, exc)
-        return type(exc).__name__
+        logger.warning("readiness: %s unavailable: %s (%s)", name, exc, exc.__cause__ or "no cause")
+        return type(exc.__cause__ or exc).__name__
     return None

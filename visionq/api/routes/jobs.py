@@ -12,7 +12,8 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 
 from visionq.api.deps import DecodeSlotsDep, ServicesDep, SettingsDep, StoreDep, SubmissionDep
-from visionq.api.schemas import JobList, JobOut, error_responses
+from visionq.api.errors import error_responses
+from visionq.api.schemas import JobList, JobOut
 from visionq.api.submit import create_job
 from visionq.detect.annotate import annotate
 from visionq.detect.image import decode_image
@@ -49,7 +50,7 @@ def list_jobs(
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
 ) -> JobList:
     """Jobs, newest first, a page at a time."""
-    jobs, next_cursor = store.list(status=status, limit=limit, cursor=cursor)
+    jobs, next_cursor = store.page(status=status, limit=limit, cursor=cursor)
     return JobList(jobs=[JobOut.of(job) for job in jobs], next_cursor=next_cursor)
 
 

@@ -10,7 +10,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 from visionq.store.db import create_engine_for, lock_for_migration
-from visionq.store.models import Base
+from visionq.store.tables import Base
 
 config = context.config
 target_metadata = Base.metadata

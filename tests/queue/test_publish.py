@@ -15,7 +15,7 @@ import pytest
 from visionq import constants
 from visionq.config import Settings
 from visionq.errors import BrokerUnavailable
-from visionq.worker import JobPublisher, create_celery_app
+from visionq.queue import JobPublisher, create_celery_app
 
 # The API answers 503 this fast when the broker is down; the brief allows a few seconds.
 FAIL_FAST_S = 10.0

@@ -1,16 +1,24 @@
-"""A model's manifest: everything the detector needs besides the ONNX graph itself."""
+"""A model's manifest: everything the detector needs besides the ONNX graph itself.
+
+It belongs to the detector, which reads it; `visionq.models` writes it when a model is pulled,
+imported or quantized.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from visionq.errors import InvalidRequest
+from visionq.errors import ErrorCode, InvalidRequest
 
-Family = Literal["darknet", "yolov5", "yolov8"]
+# The output layouts the detector decodes: Darknet [yolo] heads; Ultralytics' YOLOv5 (anchors with
+# objectness) and YOLOv8/YOLO11 (anchor-free) raw heads, both NMS'd by visionq; and Ultralytics'
+# end-to-end head (YOLOv10, YOLO26, any export with nms=True), whose rows are final boxes.
+Family = Literal["darknet", "yolov5", "yolov8", "end2end"]
 Preprocess = Literal["resize", "letterbox"]
 
 
@@ -25,17 +33,16 @@ class InputSpec(BaseModel):
     preprocess: Preprocess
 
 
-class HeadSpec(BaseModel):
+@dataclass(frozen=True, slots=True)
+class DarknetHead:
     """One Darknet [yolo] head: the graph output holding it and its decoding constants."""
 
-    model_config = ConfigDict(frozen=True)
-
     output: str
-    anchors: list[tuple[float, float]]
+    anchors: tuple[tuple[float, float], ...]  # in network-input pixels, for this head's mask only
     classes: int
+    stride: int
     scale_x_y: float = 1.0
     new_coords: bool = False
-    stride: int
 
 
 class Manifest(BaseModel):
@@ -47,7 +54,7 @@ class Manifest(BaseModel):
     family: Family
     input: InputSpec
     classes: list[str]
-    heads: list[HeadSpec] = Field(default_factory=list)
+    heads: list[DarknetHead] = Field(default_factory=list)
     source: str
     license: str | None = None
     sha256: dict[str, str] = Field(default_factory=dict, description="of model.onnx and of the source files")
@@ -59,6 +66,7 @@ class Manifest(BaseModel):
         unknown = [n for n in names if n not in index]
         if unknown:
             raise InvalidRequest(
-                f"unknown class(es) for model '{self.name}': {', '.join(unknown)}", code="unknown_class"
+                f"unknown class(es) for model '{self.name}': {', '.join(unknown)}",
+                code=ErrorCode.UNKNOWN_CLASS,
             )
         return [index[n] for n in names]

@@ -10,7 +10,7 @@ from kombu.exceptions import KombuError
 
 from visionq import constants
 from visionq.errors import BrokerUnavailable
-from visionq.worker.app import BROKER_CONNECT_TIMEOUT_S
+from visionq.queue.app import BROKER_CONNECT_TIMEOUT_S
 
 # Seconds to wait for a free pooled connection, for the socket write and for RabbitMQ's confirm.
 # A healthy broker confirms in milliseconds; a blocked one (memory or disk alarm) never does.

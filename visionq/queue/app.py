@@ -1,0 +1,128 @@
+"""The Celery configuration every visionq process shares: JSON messages with a job id, one durable queue.
+
+`configure` sets what producers and consumers must agree on (serializers, the queue, delivery mode, the
+broker's transport options, beat's schedule); the worker adds its consumer-side options on top of it
+(`visionq.worker.app`). `create_celery_app` is the plain app the API, beat and Flower use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu.entity import Exchange, Queue
+
+from visionq import constants
+from visionq.config import Settings
+from visionq.queue import embedded
+
+# Seconds to open a broker connection (TCP + handshake). The API publishes inside a request, so a dead
+# broker must cost it a few seconds and a 503, never a hung request.
+BROKER_CONNECT_TIMEOUT_S = 2.0
+
+# Publishing retries a dropped pooled connection (RabbitMQ closes idle ones) once or twice, then gives
+# up: 3 connects of at most 2 s plus 1.5 s of sleeps keeps the worst case under 8 s.
+PUBLISH_RETRY_POLICY: dict[str, float] = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 1,
+}
+
+_AMQP_SCHEMES = ("amqp", "amqps", "pyamqp")
+_REDIS_SCHEMES = ("redis", "rediss")
+
+
+def create_celery_app(settings: Settings) -> Celery:
+    """A Celery app for `settings`' broker (RabbitMQ, Redis or the embedded one), with no tasks of its own."""
+    return configure(Celery("visionq"), settings)
+
+
+def configure(app: Celery, settings: Settings) -> Celery:
+    """Give `app` the broker and the wire format every visionq process agrees on; returns it."""
+    exchange = Exchange(  # type: ignore[no-untyped-call]
+        constants.QUEUE, type="direct", durable=True, delivery_mode="persistent"
+    )
+    queue = Queue(  # type: ignore[no-untyped-call]
+        constants.QUEUE, exchange, routing_key=constants.QUEUE, durable=True
+    )
+    app.conf.update(
+        broker_url=_broker_url(settings),
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        event_serializer="json",
+        # The job table is the single source of truth: no result backend, nothing stored by Celery.
+        result_backend=None,
+        task_ignore_result=True,
+        task_queues=(queue,),
+        task_default_queue=constants.QUEUE,
+        task_default_exchange=constants.QUEUE,
+        task_default_exchange_type="direct",
+        task_default_routing_key=constants.QUEUE,
+        task_default_delivery_mode="persistent",
+        task_routes={
+            name: {"queue": constants.QUEUE}
+            for name in (constants.DETECT_TASK, constants.PURGE_TASK, constants.RECOVER_TASK)
+        },
+        task_publish_retry=True,
+        task_publish_retry_policy=PUBLISH_RETRY_POLICY,
+        broker_connection_timeout=BROKER_CONNECT_TIMEOUT_S,
+        broker_connection_retry_on_startup=True,
+        # Flower's live view: task-sent from the API (the worker sends the rest).
+        task_send_sent_event=True,
+        enable_utc=True,
+        timezone="UTC",
+        beat_schedule=_beat_schedule(settings),
+        beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
+        broker_transport_options=_transport_options(settings),
+    )
+    return app
+
+
+def _broker_url(settings: Settings) -> str:
+    # kombu ignores the filesystem URL's host, but logs a warning in every process when there is none.
+    return "filesystem://localhost//" if settings.embedded_broker else settings.resolved_broker_url
+
+
+def _beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Hourly purge everywhere; on the embedded broker also the minutely recovery of stalled jobs.
+
+    RabbitMQ keeps an unacked message until its consumer is gone and then delivers it again (Redis
+    after its visibility timeout), so nothing needs re-publishing there, and doing so would put a
+    second message beside one still queued. kombu's filesystem transport loses the messages a
+    worker held when it is killed: there, beat hands such jobs back (see JobStore.requeue_stalled).
+    """
+    schedule = {
+        "purge-expired-jobs": {
+            "task": constants.PURGE_TASK,
+            "schedule": float(constants.PURGE_INTERVAL_S),
+            "options": {"queue": constants.QUEUE},
+        }
+    }
+    if settings.embedded_broker:
+        schedule["recover-stalled-jobs"] = {
+            "task": constants.RECOVER_TASK,
+            "schedule": float(constants.RECOVER_INTERVAL_S),
+            "options": {"queue": constants.QUEUE},
+        }
+    return schedule
+
+
+def _transport_options(settings: Settings) -> dict[str, Any]:
+    scheme = settings.resolved_broker_url.split("://", 1)[0].split("+", 1)[0].lower()
+    if settings.embedded_broker:
+        return embedded.transport_options(settings.broker_dir)
+    if scheme in _AMQP_SCHEMES:
+        # Publisher confirms: publish() returns only once RabbitMQ has taken the message.
+        return {"confirm_publish": True}
+    if scheme in _REDIS_SCHEMES:
+        return {
+            # Redis redelivers an unacked message after this: a little above the task time limit, so a
+            # killed worker's job comes back in minutes (not the default hour) and a live one isn't
+            # handed out twice.
+            "visibility_timeout": settings.task_time_limit + 60,
+            "socket_connect_timeout": BROKER_CONNECT_TIMEOUT_S,
+            "socket_timeout": BROKER_CONNECT_TIMEOUT_S * 2,
+        }
+    return {}
