@@ -48,6 +48,8 @@ def configure(app: Celery, settings: Settings) -> Celery:
     )
     app.conf.update(
         broker_url=_broker_url(settings),
+        # The embedded broker is kombu's filesystem transport with whole-file writes (embedded.py).
+        broker_transport=embedded.TRANSPORT if settings.embedded_broker else None,
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],

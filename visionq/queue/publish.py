@@ -53,7 +53,7 @@ class JobPublisher:
         try:
             with self._app.connection_for_write() as conn:
                 conn.ensure_connection(max_retries=1, interval_start=0, timeout=BROKER_CONNECT_TIMEOUT_S)
-                if conn.transport_cls == "filesystem":
+                if conn.transport.driver_type == "filesystem":
                     _check_writable(Path(conn.transport_options["data_folder_out"]))
         except self._errors as exc:
             raise BrokerUnavailable(f"the broker is unreachable: {_describe(exc)}") from exc
