@@ -86,7 +86,7 @@ def _literal(text: str, key: str) -> dict[str, object]:
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError) as exc:
-        raise ModelError(f"the export's '{key}' metadata is not readable: {exc}") from exc
+        raise ModelError(f"the export's '{key}' metadata is not readable ({exc}): {_REEXPORT}") from exc
     return value if isinstance(value, dict) else {}
 
 
@@ -111,7 +111,7 @@ def _class_names(meta: dict[str, str]) -> list[str]:
     try:
         raw = ast.literal_eval(meta["names"])
     except (ValueError, SyntaxError) as exc:
-        raise ModelError(f"the export's 'names' metadata is not readable: {exc}") from exc
+        raise ModelError(f"the export's 'names' metadata is not readable ({exc}): {_REEXPORT}") from exc
     if isinstance(raw, dict):
         return [str(raw[k]).strip() for k in sorted(raw)]
     if isinstance(raw, list):
