@@ -91,22 +91,8 @@ class Detector:
         does, or in an image decoded already (at whatever scale)."""
         _check_params(conf, iou, max_det)
         wanted = self.class_ids(classes) if classes else None
-        timings: dict[str, float] = {}
-        if isinstance(image, bytes):
-            started = time.perf_counter()
-            image = self.decode(image)
-            timings["decode"] = round((time.perf_counter() - started) * 1000, 3)
-        return self._detect(image, conf, iou, wanted, max_det, timings)
-
-    def _detect(
-        self,
-        decoded: DecodedImage,
-        conf: float,
-        iou: float,
-        wanted: list[int] | None,
-        max_det: int,
-        timings: dict[str, float],
-    ) -> DetectionResult:
+        t0 = time.perf_counter()
+        decoded = self.decode(image) if isinstance(image, bytes) else image
         t1 = time.perf_counter()
         tensor, frame = self.prepare(decoded)
         t2 = time.perf_counter()
@@ -115,7 +101,9 @@ class Detector:
         detections = self._postprocess(outputs, frame, decoded, conf, iou, wanted, max_det)
         t4 = time.perf_counter()
         stages = {"preprocess": t2 - t1, "inference": t3 - t2, "postprocess": t4 - t3}
-        timings |= {k: round(v * 1000, 3) for k, v in stages.items()}
+        if decoded is not image:
+            stages = {"decode": t1 - t0, **stages}
+        timings = {k: round(v * 1000, 3) for k, v in stages.items()}
         return DetectionResult(decoded.width, decoded.height, detections, timings)
 
     def decode(self, data: bytes) -> DecodedImage:
