@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,7 +31,15 @@ class Settings(BaseSettings):
     )
     model: str = Field(default=constants.DEFAULT_MODEL, description="Model used when a request names none.")
     threads: int | None = Field(
-        default=None, ge=1, description="ONNX Runtime threads per process; unset: cores / worker concurrency."
+        default=None, ge=1, description="Inference threads per process; unset: cores / worker concurrency."
+    )
+    runtime: Literal["auto", "onnxruntime", "openvino"] = Field(
+        default="auto", description="Inference runtime; auto: OpenVINO where installed, else ONNX Runtime."
+    )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto",
+        description="Compute precision of fp32 models (int8 models run int8); auto: fp32. bf16 needs "
+        "OpenVINO and a CPU with AVX-512 BF16 or AMX.",
     )
     max_image_pixels: int = Field(default=constants.MAX_IMAGE_PIXELS, ge=1)
     max_image_bytes: int = Field(default=constants.MAX_IMAGE_BYTES, ge=1)

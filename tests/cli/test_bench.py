@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from visionq.cli import app
+from visionq.detect import engines
 from visionq.models.cache import ModelCache
 from visionq.system import has_vnni
 
@@ -34,14 +35,19 @@ def test_quantize_then_bench_prints_every_contender_and_the_int8_agreement(
 
     bench = runner.invoke(app, ["bench", "detector", "--rounds", "1", "--per-round", "2"])
     assert bench.exit_code == 0, bench.output
-    for contender in (
-        "visionq pipeline, yolov4-tiny ",
-        "visionq pipeline, yolov4-tiny-int8",
-        "ONNX Runtime session alone, yolov4-tiny ",
-        "ONNX Runtime session alone, yolov4-tiny-int8",
-        "OpenCV DNN pipeline",
+    for row in (
+        "│ pipeline   │ yolov4-tiny      │ onnxruntime │ fp32",
+        "│ pipeline   │ yolov4-tiny-int8 │ onnxruntime │ int8",
+        "│ pipeline   │ yolov4-tiny      │ openvino    │ fp32",
+        "│ pipeline   │ yolov4-tiny-int8 │ openvino    │ int8",
+        "│ raw        │ yolov4-tiny      │ onnxruntime │ fp32",
+        "│ raw        │ yolov4-tiny-int8 │ openvino    │ int8",
+        "│ OpenCV DNN │ yolov4-tiny      │ -           │ fp32",
     ):
-        assert contender in bench.stdout
+        assert row in bench.stdout, row
+    assert ("│ openvino    │ bf16" in bench.stdout) is engines.bf16_supported()
     assert "1.00x" in bench.stdout  # the OpenCV row, the reference
-    assert "yolov4-tiny-int8 vs yolov4-tiny" in bench.stdout
-    assert "found (same label, IoU >= 0.5)" in bench.stdout
+    assert "Agreement with fp32 on ONNX Runtime" in bench.stdout
+    # The reference against itself: all found, boxes identical.
+    assert "│ yolov4-tiny      │ onnxruntime │ fp32      │ 7/7     │ 1.000    │ 0.000" in bench.stdout
+    assert "pipeline stages, yolov4-tiny-int8 on openvino int8, mean ms/image: decode" in bench.stdout

@@ -11,10 +11,14 @@ import pytest
 from PIL import Image
 
 from tests.conftest import DarknetFiles
+from tests.helpers import load_detector
+from visionq import constants
 from visionq.detect.detector import Detector
+from visionq.detect.engines import RUNTIMES
 from visionq.detect.image import decode_image
 from visionq.detect.types import Box, Detection, DetectionResult
 from visionq.errors import InvalidImage, InvalidRequest
+from visionq.models.cache import ModelCache
 
 
 def _opencv_detections(files: DarknetFiles, data: bytes, conf: float, iou: float) -> list[Detection]:
@@ -39,10 +43,17 @@ def _opencv_detections(files: DarknetFiles, data: bytes, conf: float, iou: float
     return out
 
 
+@pytest.fixture(scope="module", params=RUNTIMES)
+def fp32_detector(request: pytest.FixtureRequest, model_cache: ModelCache) -> Detector:
+    """yolov4-tiny in fp32 on each runtime."""
+    return load_detector(model_cache, constants.DEFAULT_MODEL, runtime=request.param, precision="fp32")
+
+
 @pytest.mark.parametrize("name", ["bus.jpg", "zidane.jpg"])
 def test_detections_agree_with_opencv_darknet_on_real_photos(
-    detector: Detector, darknet_files: DarknetFiles, samples: dict[str, bytes], name: str
+    fp32_detector: Detector, darknet_files: DarknetFiles, samples: dict[str, bytes], name: str
 ) -> None:
+    detector = fp32_detector
     ours = detector.detect(samples[name], conf=0.25, iou=0.45)
     reference = [
         d for d in _opencv_detections(darknet_files, samples[name], 0.25, 0.45) if d.confidence >= 0.3

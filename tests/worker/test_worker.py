@@ -168,7 +168,12 @@ def test_a_starting_worker_migrates_its_database_and_its_children_split_the_core
     with running_worker(fresh, "pair", tmp_path, concurrency=2) as worker:
         # Each child loads the default model before its first job, with its half of the cores.
         wait_until(
-            lambda: worker.log().count(f"loaded model 'yolov4-tiny' with {threads} inference threads") == 2,
+            lambda: (
+                worker.log().count(
+                    f"loaded model 'yolov4-tiny' on openvino fp32, {threads} inference thread(s)"
+                )
+                == 2
+            ),
             timeout_s=60,
             what="both children warm up",
         )

@@ -1,4 +1,4 @@
-"""The detector benchmark: visionq's pipeline against OpenCV DNN's and the raw ONNX Runtime session.
+"""The detector benchmark: visionq's pipeline on each runtime against OpenCV DNN's and the raw runtimes.
 
 Every contender runs on the same images with the same thread count, each in its own process, in
 interleaved rounds (see `measure`).
@@ -32,6 +32,8 @@ class LaneSpec:
     threads: int
     model_root: Path | None = None  # visionq and raw: the model cache and the model's name
     model: str | None = None
+    runtime: str = "auto"  # visionq and raw: as Detector takes them
+    precision: str = "auto"
     darknet: tuple[Path, Path] | None = None  # opencv: cfg and weights
     conf: float = constants.DEFAULT_CONFIDENCE
     iou: float = constants.DEFAULT_IOU
@@ -122,7 +124,7 @@ def _build(spec: LaneSpec) -> Callable[[int, dict[str, float]], object]:
         return _opencv_runner(*spec.darknet, spec)
     assert spec.model_root is not None and spec.model is not None
     manifest, path = ModelCache(spec.model_root).get(spec.model)
-    detector = Detector(path, manifest, threads=spec.threads)
+    detector = Detector(path, manifest, threads=spec.threads, runtime=spec.runtime, precision=spec.precision)
     if spec.kind == "raw":
         # Prepared as the pipeline prepares them (resize or letterbox, per the model), once, untimed.
         tensors = [detector.prepare(detector.decode(data))[0] for data in spec.images]

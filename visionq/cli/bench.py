@@ -14,8 +14,8 @@ from visionq import constants
 from visionq.cli.common import load_detector, load_settings, out, reported_errors, sample_photos
 
 if TYPE_CHECKING:
-    from visionq.bench.detector import Lane, LaneSpec
-    from visionq.detect.detector import Detector
+    from visionq.bench.detector import Agreement, Lane, LaneSpec
+    from visionq.config import Settings
 
 app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
 
@@ -36,6 +36,12 @@ def detector(
     int8: Annotated[
         str | None, typer.Option(help="Int8 model to time too; default MODEL-int8 when it is in the cache.")
     ] = None,
+    runtime: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Runtime to time (repeatable): onnxruntime, openvino; default: every one installed."
+        ),
+    ] = None,
     opencv: Annotated[
         bool | None,
         typer.Option(
@@ -43,14 +49,20 @@ def detector(
         ),
     ] = None,
 ) -> None:
-    """Images/s of visionq's detector, OpenCV DNN's pipeline and the raw ONNX Runtime session."""
+    """Images/s of visionq's pipeline on every runtime x precision, beside each raw runtime and OpenCV DNN;
+    and how far each agrees with fp32 on ONNX Runtime."""
     from visionq.bench import detector as detector_bench
+    from visionq.detect import engines
     from visionq.models.cache import ModelCache
     from visionq.system import available_cores
 
     settings = load_settings()
     threads = threads or available_cores()
     cache = ModelCache(settings.models_dir)
+    runtimes: list[str] = runtime or list(engines.available())
+    for name in runtimes:
+        if name not in engines.available():
+            raise typer.BadParameter(f"{name!r} is not an installed runtime", param_hint="--runtime")
     if opencv is None:
         opencv = _opencv_dnn_installed()
         if not opencv:
@@ -58,14 +70,13 @@ def detector(
     with reported_errors():
         paths = images or list(sample_photos(settings).values())
         blobs = tuple(p.read_bytes() for p in paths)
-        detectors = [load_detector(settings, model, threads=threads)]
+        load_detector(settings, model)  # pulled now when missing, not in every contender's process
         int8 = int8 or (
             f"{model}{constants.INT8_SUFFIX}" if cache.has(f"{model}{constants.INT8_SUFFIX}") else None
         )
-        if int8:
-            detectors.append(load_detector(settings, int8, threads=threads))
-        specs = [_model_spec("visionq", d.name, cache.root, blobs, threads) for d in detectors]
-        specs += [_model_spec("raw", d.name, cache.root, blobs, threads) for d in detectors]
+        combos = _combos(model, int8, runtimes)
+        specs = [_model_spec("visionq", c, cache.root, blobs, threads) for c in combos]
+        specs += [_model_spec("raw", c, cache.root, blobs, threads) for c in combos]
         with tempfile.TemporaryDirectory(prefix="visionq-bench-") as tmp:
             if opencv:
                 specs.append(_opencv_spec(Path(tmp), blobs, threads))
@@ -74,9 +85,25 @@ def detector(
                 f"{threads} thread(s), images: {names}; {rounds} rounds x {per_round} images per contender"
             )
             lanes = detector_bench.measure(specs, rounds=rounds, per_round=per_round)
-    _print_lanes(lanes, reference=lanes[-1] if opencv else None)
-    if len(detectors) == 2:
-        _print_agreement(detectors[0], detectors[1], list(blobs))
+        agreements = _agreements(settings, combos, list(blobs), threads)
+    _print_lanes(lanes, agreements, reference=lanes[-1] if opencv else None)
+
+
+Combo = tuple[str, str, str]  # model, runtime, precision
+
+
+def _combos(model: str, int8: str | None, runtimes: list[str]) -> list[Combo]:
+    """Every runtime x precision to time: fp32, bf16 where OpenVINO runs it natively, and int8."""
+    from visionq.detect import engines
+
+    combos: list[Combo] = []
+    for name in runtimes:
+        combos.append((model, name, "fp32"))
+        if name == "openvino" and engines.bf16_supported():
+            combos.append((model, name, "bf16"))
+        if int8:
+            combos.append((int8, name, "int8"))
+    return combos
 
 
 def _opencv_dnn_installed() -> bool:
@@ -88,39 +115,93 @@ def _opencv_dnn_installed() -> bool:
     return hasattr(cv2, "dnn") and hasattr(cv2.dnn, "readNetFromDarknet")
 
 
-def _print_lanes(lanes: list[Lane], reference: Lane | None) -> None:
-    table = Table("contender", "images/s", "ms/image", "vs OpenCV DNN")
+def _agreements(
+    settings: Settings, combos: list[Combo], blobs: list[bytes], threads: int
+) -> dict[Combo, Agreement]:
+    """Each combo's agreement with fp32 on ONNX Runtime, over the benchmark's images."""
+    from visionq.bench.detector import agreement
+
+    model = combos[0][0]
+    reference = load_detector(settings, model, threads=threads, runtime="onnxruntime", precision="fp32")
+    found = {}
+    for combo in combos:
+        name, runtime, precision = combo
+        other = load_detector(settings, name, threads=threads, runtime=runtime, precision=precision)
+        found[combo] = agreement(reference, other, blobs)
+    return found
+
+
+def _print_lanes(lanes: list[Lane], agreements: dict[Combo, Agreement], reference: Lane | None) -> None:
+    raw = {_combo(lane): lane for lane in lanes if lane.spec.kind == "raw"}
+    table = Table("contender", "model", "runtime", "precision", "img/s", "ms/img", "vs OpenCV", "vs raw")
     for lane in lanes:
         ratio = f"{lane.per_second / reference.per_second:.2f}x" if reference else "-"
-        table.add_row(lane.name, f"{lane.per_second:.1f}", f"{1000 / lane.per_second:.1f}", ratio)
+        versus_raw = "-"
+        if lane.spec.kind == "visionq" and _combo(lane) in raw:
+            versus_raw = f"{lane.per_second / raw[_combo(lane)].per_second:.2f}x"
+        model, runtime, precision = (
+            _combo(lane) if lane.spec.kind != "opencv" else ("yolov4-tiny", "-", "fp32")
+        )
+        table.add_row(
+            _KINDS[lane.spec.kind],
+            model,
+            runtime,
+            precision,
+            f"{lane.per_second:.1f}",
+            f"{1000 / lane.per_second:.1f}",
+            ratio,
+            versus_raw,
+        )
     out.print(table)
+    out.print(
+        "pipeline: image bytes → detections; raw: the runtime alone on a ready input tensor; "
+        "OpenCV DNN: imdecode → blobFromImage → forward → NMS, on the Darknet files"
+    )
+    agree = Table(
+        "model",
+        "runtime",
+        "precision",
+        "matched",
+        "mean IoU",
+        "largest conf gap",
+        "extra",
+        title="Agreement with fp32 on ONNX Runtime (its detections >= 0.3; match: same label, IoU >= 0.5)",
+    )
+    for (model, runtime, precision), a in agreements.items():
+        agree.add_row(
+            model,
+            runtime,
+            precision,
+            f"{a.matched}/{a.reference}",
+            f"{a.mean_iou:.3f}",
+            f"{a.max_confidence_gap:.3f}",
+            str(a.extra),
+        )
+    out.print(agree)
     for lane in lanes:
         if lane.stages:
             stages = ", ".join(f"{k} {v / lane.images:.2f}" for k, v in lane.stages.items())
-            out.print(f"{lane.name} stages, mean ms/image: {stages}")
+            model, runtime, precision = _combo(lane)
+            out.print(f"pipeline stages, {model} on {runtime} {precision}, mean ms/image: {stages}")
 
 
-def _print_agreement(reference: Detector, other: Detector, blobs: list[bytes]) -> None:
-    from visionq.bench.detector import agreement
+_KINDS = {"visionq": "pipeline", "raw": "raw", "opencv": "OpenCV DNN"}
 
-    a = agreement(reference, other, blobs)
-    out.print(
-        f"{other.name} vs {reference.name} on these images, detections >= 0.3: "
-        f"{a.matched}/{a.reference} found (same label, IoU >= 0.5), mean IoU {a.mean_iou:.3f}, "
-        f"largest confidence gap {a.max_confidence_gap:.3f}, {a.extra} extra"
-    )
+
+def _combo(lane: Lane) -> Combo:
+    return (lane.spec.model or "", lane.spec.runtime, lane.spec.precision)
 
 
 def _model_spec(
-    kind: Literal["visionq", "raw"], model: str, root: Path, blobs: tuple[bytes, ...], threads: int
+    kind: Literal["visionq", "raw"], combo: Combo, root: Path, blobs: tuple[bytes, ...], threads: int
 ) -> LaneSpec:
     from visionq.bench.detector import LaneSpec
 
-    if kind == "visionq":
-        name = f"visionq pipeline, {model} (bytes → detections)"
-    else:
-        name = f"ONNX Runtime session alone, {model} (ready tensor)"
-    return LaneSpec(kind, name, blobs, threads, model_root=root, model=model)
+    model, runtime, precision = combo
+    name = f"{_KINDS[kind]}, {model} on {runtime} {precision}"
+    return LaneSpec(
+        kind, name, blobs, threads, model_root=root, model=model, runtime=runtime, precision=precision
+    )
 
 
 def _opencv_spec(tmp: Path, blobs: tuple[bytes, ...], threads: int) -> LaneSpec:

@@ -48,13 +48,28 @@ def reported_errors() -> Iterator[None]:
         raise typer.Exit(1) from exc
 
 
-def load_detector(settings: Settings, name: str, *, threads: int | None = None) -> Detector:
-    """The named model, pulled first when visionq knows where it comes from and it is missing."""
+def load_detector(
+    settings: Settings,
+    name: str,
+    *,
+    threads: int | None = None,
+    runtime: str | None = None,
+    precision: str | None = None,
+) -> Detector:
+    """The named model, pulled first when visionq knows where it comes from and it is missing; on the
+    runtime and precision given, else the settings'."""
     from visionq.detect.detector import Detector
     from visionq.models.cache import ModelCache
 
     manifest, path = ModelCache(settings.models_dir).ensure(name, announce=err.print)
-    return Detector(path, manifest, threads=threads or settings.threads, max_pixels=settings.max_image_pixels)
+    return Detector(
+        path,
+        manifest,
+        threads=threads or settings.threads,
+        runtime=runtime or settings.runtime,
+        precision=precision or settings.precision,
+        max_pixels=settings.max_image_pixels,
+    )
 
 
 def sample_photos(settings: Settings) -> dict[str, Path]:

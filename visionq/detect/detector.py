@@ -1,4 +1,4 @@
-"""The detector: one ONNX Runtime session per process, image bytes in, detections out."""
+"""The detector: one compiled model per process (ONNX Runtime or OpenVINO), image bytes in, detections out."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 
 from visionq import constants
-from visionq.detect import preprocess
+from visionq.detect import engines, preprocess
 from visionq.detect.decoders import (
     Candidates,
     DarknetDecoder,
@@ -37,28 +36,29 @@ class Detector:
         manifest: Manifest,
         *,
         threads: int | None = None,
+        runtime: str = engines.AUTO,
+        precision: str = engines.AUTO,
         max_pixels: int = constants.MAX_IMAGE_PIXELS,
     ) -> None:
+        """`runtime` and `precision` may say `auto`: `engines.resolve` settles them, or raises ModelError."""
         self.manifest = manifest
         self.max_pixels = max_pixels
         self.threads = threads or available_cores()
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # warnings about unused initialisers are noise to users
-        try:
-            self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise ModelError(f"ONNX Runtime cannot load {model_path}: {exc}") from exc
-        self._input = self.session.get_inputs()[0].name
-        self._outputs = [o.name for o in self.session.get_outputs()]
+        chosen, chosen_precision = engines.resolve(runtime, precision, int8=manifest.int8)
+        self.engine = engines.open_engine(
+            model_path, runtime=chosen, precision=chosen_precision, threads=self.threads
+        )
+        self._outputs = self.engine.outputs
         self._decoder = self._make_decoder(manifest)
 
     @property
     def name(self) -> str:
         return self.manifest.name
+
+    @property
+    def runtime(self) -> str:
+        """What runs the model, e.g. `openvino int8`."""
+        return f"{self.engine.runtime} {self.engine.precision}"
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -74,9 +74,8 @@ class Detector:
         self.run(np.zeros((1, 3, height, width), dtype=np.float32))
 
     def run(self, tensor: npt.NDArray[np.float32]) -> list[npt.NDArray[np.float32]]:
-        """The raw session on a ready input tensor."""
-        outputs: list[npt.NDArray[np.float32]] = self.session.run(self._outputs, {self._input: tensor})
-        return outputs
+        """The raw engine on a ready input tensor."""
+        return self.engine.run(tensor)
 
     def detect(
         self,

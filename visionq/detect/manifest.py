@@ -18,6 +18,9 @@ from visionq.errors import ErrorCode, InvalidRequest
 # The output layouts the detector decodes: Darknet [yolo] heads; Ultralytics' YOLOv5 (anchors with
 # objectness) and YOLOv8/YOLO11 (anchor-free) raw heads, both NMS'd by visionq; and Ultralytics'
 # end-to-end head (YOLOv10, YOLO26, any export with nms=True), whose rows are final boxes.
+# How a quantized model's `source` starts: "quantized:<the fp32 original> (...)".
+QUANTIZED_SOURCE = "quantized:"
+
 Family = Literal["darknet", "yolov5", "yolov8", "end2end"]
 Preprocess = Literal["resize", "letterbox"]
 
@@ -59,6 +62,11 @@ class Manifest(BaseModel):
     license: str | None = None
     sha256: dict[str, str] = Field(default_factory=dict, description="of model.onnx and of the source files")
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def int8(self) -> bool:
+        """Whether this is a quantized model (`visionq models quantize` makes them)."""
+        return self.source.startswith(QUANTIZED_SOURCE)
 
     def class_ids(self, names: Sequence[str]) -> list[int]:
         """Class ids of `names`; unknown names are a request error that lists them."""

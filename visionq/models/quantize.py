@@ -25,7 +25,7 @@ from PIL import Image
 from visionq import constants
 from visionq.detect import preprocess
 from visionq.detect.image import decode_image
-from visionq.detect.manifest import Manifest
+from visionq.detect.manifest import QUANTIZED_SOURCE, Manifest
 from visionq.errors import InvalidRequest, ModelError
 from visionq.models import sources
 from visionq.models.cache import MODEL_FILE, ModelCache
@@ -124,7 +124,7 @@ def quantize(
         update={
             "name": out_name,
             "source": (
-                f"quantized:{name} (int8{', 7-bit weights' if reduce_range else ''}, {calibration} "
+                f"{QUANTIZED_SOURCE}{name} (int8{', 7-bit weights' if reduce_range else ''}, {calibration} "
                 f"calibration on {len(photos)} photo(s), {len(tensors)} views)"
             ),
             "sha256": {**manifest.sha256, MODEL_FILE: sources.sha256_of(model_bytes)},

@@ -59,10 +59,17 @@ class Runtime:
             if detector is None:
                 manifest, path = self.models.ensure(name)
                 detector = Detector(
-                    path, manifest, threads=self.threads, max_pixels=self.settings.max_image_pixels
+                    path,
+                    manifest,
+                    threads=self.threads,
+                    runtime=self.settings.runtime,
+                    precision=self.settings.precision,
+                    max_pixels=self.settings.max_image_pixels,
                 )
                 self._detectors[name] = detector
-                logger.info("loaded model %r with %d inference threads", name, self.threads)
+                logger.info(
+                    "loaded model %r on %s, %d inference thread(s)", name, detector.runtime, self.threads
+                )
             return detector
 
     def warm_up(self) -> None:

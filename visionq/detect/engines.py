@@ -1,0 +1,177 @@
+"""The inference runtimes a detector runs its ONNX graph on: ONNX Runtime, and OpenVINO where installed.
+
+An engine takes the network's input tensor (float32 NCHW in [0, 1]) and returns the graph's outputs,
+in the order of `outputs`. Which runtime and precision a detector gets is settled by `resolve`:
+
+- runtime `auto` is OpenVINO when it is installed, else ONNX Runtime. OpenVINO ran visionq's
+  yolov4-tiny faster on every CPU measured (README, Performance), fp32 and int8 alike;
+- precision `auto` is int8 for a quantized model and fp32 for any other. bf16 runs only when asked for
+  (`VISIONQ_PRECISION=bf16`; OpenVINO on a CPU with AVX-512 BF16 or AMX): it agreed with fp32 on the
+  sample photos, but on bus.jpg re-encoded at quality 95 its bus box jumped to another anchor (IoU 0.66
+  with fp32's), further than the int8 work accepts. `visionq bench detector` prints its agreement.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, Final, Literal, get_args
+
+import numpy as np
+import numpy.typing as npt
+
+from visionq.errors import ModelError
+
+RuntimeName = Literal["onnxruntime", "openvino"]
+Precision = Literal["fp32", "bf16", "int8"]
+RUNTIMES: Final[tuple[RuntimeName, ...]] = get_args(RuntimeName)
+AUTO: Final = "auto"
+
+Outputs = list[npt.NDArray[np.float32]]
+
+
+class Engine(ABC):
+    """One compiled model on one runtime; `run` may be called from several threads at once."""
+
+    runtime: RuntimeName
+    precision: Precision
+    outputs: list[str]  # graph output names, in the order `run` returns them
+
+    @abstractmethod
+    def run(self, tensor: npt.NDArray[np.float32]) -> Outputs:
+        """The graph's outputs for a ready input tensor."""
+
+
+def installed(runtime: RuntimeName) -> bool:
+    """Whether `runtime`'s Python package can be imported here."""
+    return importlib.util.find_spec(runtime) is not None
+
+
+def available() -> list[RuntimeName]:
+    """The runtimes installed here, ONNX Runtime first."""
+    return [r for r in RUNTIMES if installed(r)]
+
+
+def bf16_supported() -> bool:
+    """Whether OpenVINO is installed and runs bf16 natively on this CPU (AVX-512 BF16 or AMX)."""
+    if not installed("openvino"):
+        return False
+    return "BF16" in _openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def resolve(runtime: str, precision: str, *, int8: bool) -> tuple[RuntimeName, Precision]:
+    """The runtime and precision a model runs with, from settings that may say `auto`.
+
+    `precision` is for fp32 models; an int8 (quantized) model runs as int8 whatever it says. bf16 needs
+    OpenVINO and a CPU that has it; a runtime must be installed. Else a ModelError says what to change.
+    """
+    if runtime == AUTO:
+        chosen: RuntimeName = "openvino" if installed("openvino") else "onnxruntime"
+    elif runtime in RUNTIMES:
+        chosen = runtime
+        if not installed(chosen):
+            raise ModelError(f"VISIONQ_RUNTIME={runtime}, but {runtime} is not installed here")
+    else:
+        raise ModelError(f"VISIONQ_RUNTIME must be auto, {' or '.join(RUNTIMES)}; got {runtime!r}")
+    if int8:
+        return chosen, "int8"  # a quantized model's layers are int8 whatever the setting
+    if precision in (AUTO, "fp32"):
+        return chosen, "fp32"
+    if precision != "bf16":
+        raise ModelError(f"VISIONQ_PRECISION must be auto, fp32 or bf16; got {precision!r}")
+    if chosen != "openvino":
+        raise ModelError("bf16 runs on OpenVINO only: set VISIONQ_RUNTIME=openvino (or auto)")
+    if not bf16_supported():
+        raise ModelError("this CPU has no bf16 instructions (AVX-512 BF16 or AMX): use fp32")
+    return chosen, "bf16"
+
+
+def open_engine(path: Path, *, runtime: RuntimeName, precision: Precision, threads: int) -> Engine:
+    """`path`'s graph compiled on `runtime` (already resolved) with `threads` threads."""
+    if runtime == "openvino":
+        return OpenVinoEngine(path, precision=precision, threads=threads)
+    return OnnxRuntimeEngine(path, precision=precision, threads=threads)
+
+
+class OnnxRuntimeEngine(Engine):
+    """An ONNX Runtime session on the CPU execution provider."""
+
+    runtime: RuntimeName = "onnxruntime"
+
+    def __init__(self, path: Path, *, precision: Precision, threads: int) -> None:
+        import onnxruntime as ort
+
+        if precision == "bf16":
+            raise ModelError("ONNX Runtime's CPU provider has no bf16: use OpenVINO for it")
+        self.precision = precision
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # warnings about unused initialisers are noise to users
+        try:
+            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise ModelError(f"ONNX Runtime cannot load {path}: {exc}") from exc
+        self._input = self._session.get_inputs()[0].name
+        self.outputs = [o.name for o in self._session.get_outputs()]
+
+    def run(self, tensor: npt.NDArray[np.float32]) -> Outputs:
+        outputs: Outputs = self._session.run(self.outputs, {self._input: tensor})
+        return outputs
+
+
+class OpenVinoEngine(Engine):
+    """An OpenVINO model compiled for the CPU, in latency mode (one stream) with `threads` threads.
+
+    Threads are not pinned to cores: OpenVINO pins by default, and two worker processes of one thread
+    each were then both pinned to the first core (half the throughput, measured).
+    """
+
+    runtime: RuntimeName = "openvino"
+
+    def __init__(self, path: Path, *, precision: Precision, threads: int) -> None:
+        self.precision = precision
+        config: dict[str, Any] = {
+            "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": 1,
+            "INFERENCE_NUM_THREADS": threads,
+            "ENABLE_CPU_PINNING": False,
+            # int8 layers run int8 whatever the hint; the fp32 ones of an int8 model (its heads) stay fp32.
+            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+        }
+        core = _openvino_core()
+        try:
+            model = core.read_model(str(path))
+            # The ONNX output names, as read: compiling may add names of its own (the producing node's).
+            self.outputs = [o.get_any_name() for o in model.outputs]
+            self._compiled = core.compile_model(model, "CPU", config)
+        except Exception as exc:  # OpenVINO raises RuntimeError with its own text
+            raise ModelError(f"OpenVINO cannot load {path}: {exc}") from exc
+        self._requests = threading.local()  # an infer request serves one call at a time
+
+    def run(self, tensor: npt.NDArray[np.float32]) -> Outputs:
+        request = getattr(self._requests, "request", None)
+        if request is None:
+            request = self._requests.request = self._compiled.create_infer_request()
+        request.infer({0: tensor}, share_inputs=True)
+        # Copies: the request's output buffers are overwritten by its next inference.
+        return [np.array(request.get_output_tensor(i).data) for i in range(len(self.outputs))]
+
+
+_core: Any = None
+_core_lock = threading.Lock()
+
+
+def _openvino_core() -> Any:
+    """The process's one OpenVINO Core (it holds the plugins; building one takes a while)."""
+    global _core
+    with _core_lock:
+        if _core is None:
+            import openvino
+
+            _core = openvino.Core()
+        return _core
