@@ -63,7 +63,7 @@ PURGE_INTERVAL_S: Final = 3600
 RECOVER_INTERVAL_S: Final = 60
 RECOVER_GRACE_S: Final = 30
 
-# Full-size decodes the API runs at once (upload validation, annotated images). A decoded image at the
+# Full-size decodes the API runs at once (annotated images; uploads are only probed). A decoded image at the
 # pixel limit holds up to 4 bytes x 40 MP = 160 MB; four at a time bound that memory to about 640 MB
 # however many requests arrive, while a 2-core API cannot decode faster than that anyway.
 API_DECODE_SLOTS: Final = 4

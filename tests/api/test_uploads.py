@@ -16,9 +16,10 @@ from fastapi import FastAPI
 from PIL import Image
 from starlette.types import Message, Scope
 
-from tests.api.conftest import EMBEDDED, Stack, StackFactory, assert_error, upload
+from tests.api.conftest import EMBEDDED, Stack, StackFactory, assert_error, complete, upload
 from tests.helpers import png_bomb, wait_until
 from visionq import constants
+from visionq.worker.tasks import run_job
 
 
 @pytest.fixture
@@ -74,8 +75,29 @@ def test_an_image_of_an_unsupported_format_is_415(embedded: Stack, fmt: str) -> 
 def test_a_truncated_jpeg_is_422_corrupt(embedded: Stack, samples: dict[str, bytes]) -> None:
     data = samples["bus.jpg"]
 
-    assert_error(upload(embedded.client, data[: len(data) // 2]), 422, "corrupt")
+    error = assert_error(upload(embedded.client, data[: len(data) // 2]), 422, "corrupt")
+    assert "truncated" in error["message"]
     assert_nothing_stored(embedded)
+
+
+def test_damage_inside_the_pixels_is_accepted_then_fails_the_job_as_corrupt(embedded: Stack) -> None:
+    # The API reads only the header (the pixels are decoded once, by the worker); a PNG whose IDAT data
+    # is zeroed has an intact header and end, so only decoding can tell, and the job says so.
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "PNG")
+    data = bytearray(out.getvalue())
+    data[100:160] = bytes(60)
+
+    accepted = upload(embedded.client, bytes(data))
+    assert accepted.status_code == 202, accepted.text
+    job_id = accepted.json()["id"]
+    run_job(embedded.runtime, job_id, worker="api-tests")
+
+    job = embedded.client.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "corrupt"
+    assert "PNG image is corrupt" in job["error"]["message"]
 
 
 def test_a_30000_by_30000_png_is_413_before_it_is_decoded(embedded: Stack) -> None:
@@ -260,20 +282,23 @@ class WatchedSlots(threading.BoundedSemaphore):
 def test_full_size_decodes_wait_for_a_free_slot_so_image_memory_stays_bounded(
     embedded: Stack, samples: dict[str, bytes]
 ) -> None:
+    # Annotated images are decoded at full size in the API (uploads are only probed).
+    job_id = upload(embedded.client, samples["bus.jpg"]).json()["id"]
+    complete(embedded, job_id)
     app = embedded.client.app
     assert isinstance(app, FastAPI)
     slots = WatchedSlots(constants.API_DECODE_SLOTS)
     app.state.services = dataclasses.replace(app.state.services, decode_slots=slots)
-    for _ in range(constants.API_DECODE_SLOTS):  # every slot taken, as by as many large uploads
+    for _ in range(constants.API_DECODE_SLOTS):  # every slot taken, as by as many large decodes
         slots.acquire()
     answers: list[int] = []
     submitter = threading.Thread(
-        target=lambda: answers.append(upload(embedded.client, samples["bus.jpg"]).status_code)
+        target=lambda: answers.append(embedded.client.get(f"/v1/jobs/{job_id}/annotated").status_code)
     )
     try:
         submitter.start()
         wait_until(
-            lambda: slots.asked > constants.API_DECODE_SLOTS, timeout_s=30, what="the upload asks for a slot"
+            lambda: slots.asked > constants.API_DECODE_SLOTS, timeout_s=30, what="the request asks for a slot"
         )
         # It asked and waits: no slot is free, so it has neither one nor an answer.
         assert slots.granted == constants.API_DECODE_SLOTS and answers == []
@@ -281,5 +306,15 @@ def test_full_size_decodes_wait_for_a_free_slot_so_image_memory_stays_bounded(
         for _ in range(constants.API_DECODE_SLOTS):
             slots.release()
     submitter.join(timeout=30)
-    assert answers == [202]
+    assert answers == [200]
     assert slots.granted == constants.API_DECODE_SLOTS + 1
+
+
+def test_an_upload_takes_no_decode_slot(embedded: Stack, samples: dict[str, bytes]) -> None:
+    app = embedded.client.app
+    assert isinstance(app, FastAPI)
+    slots = WatchedSlots(constants.API_DECODE_SLOTS)
+    app.state.services = dataclasses.replace(app.state.services, decode_slots=slots)
+
+    assert upload(embedded.client, samples["bus.jpg"]).status_code == 202
+    assert slots.asked == 0

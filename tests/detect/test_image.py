@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from tests.helpers import crafted_png, png_bomb
-from visionq.detect.image import SUPPORTED_FORMATS, DecodedImage, decode_image, probe_image
+from visionq.detect.image import SUPPORTED_FORMATS, DecodedImage, ImageInfo, decode_image, probe_image
 from visionq.errors import InvalidImage
 
 LIMIT = 40_000_000
@@ -118,7 +118,7 @@ def test_each_supported_format_reports_its_name_and_content_type(fmt: str) -> No
 
     assert decoded.format == fmt
     assert decoded.content_type == f"image/{fmt.lower()}"
-    assert probe_image(data, max_pixels=LIMIT) == (fmt, 30, 20)
+    assert probe_image(data, max_pixels=LIMIT) == ImageInfo(fmt, 30, 20)
 
 
 def test_a_jpeg_with_a_second_picture_opens_as_mpo_but_is_reported_as_jpeg() -> None:
@@ -160,7 +160,7 @@ def test_exif_orientation_6_swaps_the_size_and_puts_the_marker_where_the_user_se
     decoded = decode_image(data, max_pixels=LIMIT)
 
     assert (decoded.width, decoded.height) == decoded.image.size == (40, 60)
-    assert probe_image(data, max_pixels=LIMIT) == ("JPEG", 40, 60)
+    assert probe_image(data, max_pixels=LIMIT) == ImageInfo("JPEG", 40, 60)
     top_right, top_left = decoded.image.getpixel((35, 4)), decoded.image.getpixel((4, 4))
     assert isinstance(top_right, tuple) and isinstance(top_left, tuple)
     assert top_right[0] > 200 and top_right[1] < 60
@@ -178,7 +178,7 @@ def test_every_exif_orientation_matches_imageops_exif_transpose(orientation: int
 
     assert np.array_equal(np.asarray(decoded.image), np.asarray(expected))
     assert (decoded.width, decoded.height) == expected.size
-    assert probe_image(data, max_pixels=LIMIT) == (fmt, *expected.size)
+    assert probe_image(data, max_pixels=LIMIT) == ImageInfo(fmt, *expected.size)
 
 
 def test_large_jpeg_with_min_size_is_decoded_smaller_but_reports_its_full_size() -> None:
@@ -255,7 +255,7 @@ def test_the_size_limit_is_max_pixels_not_pillows_global_limit() -> None:
     data = crafted_png(20000, 10000, 1, 0, b"")
     limit_before = Image.MAX_IMAGE_PIXELS
 
-    assert probe_image(data, max_pixels=10**9) == ("PNG", 20000, 10000)
+    assert probe_image(data, max_pixels=10**9) == ImageInfo("PNG", 20000, 10000)
     assert Image.MAX_IMAGE_PIXELS == limit_before
 
 
@@ -269,12 +269,54 @@ def test_a_gif_frame_bigger_than_its_screen_is_too_large() -> None:
 def test_truncated_jpeg_is_rejected_as_corrupt() -> None:
     data = noise_jpeg(64, 64)
     truncated = data[: len(data) * 2 // 3]
-    assert probe_image(truncated, max_pixels=LIMIT) == ("JPEG", 64, 64)  # the header alone is intact
 
     error = rejection(truncated)
 
     assert error.code == "corrupt"
     assert "JPEG" in error.message
+
+
+def probe_rejection(data: bytes) -> InvalidImage:
+    with pytest.raises(InvalidImage) as caught:
+        probe_image(data, max_pixels=LIMIT)
+    return caught.value
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "WEBP", "BMP"])
+@pytest.mark.parametrize("kept", [0.5, 0.9, 0.99])
+def test_the_header_probe_tells_a_cut_off_file_where_the_format_allows(fmt: str, kept: float) -> None:
+    pixels = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    data = encode(Image.fromarray(pixels).convert("P") if fmt == "GIF" else Image.fromarray(pixels), fmt)
+    assert probe_image(data, max_pixels=LIMIT) == ImageInfo(fmt, 64, 64)  # whole, it passes
+
+    error = probe_rejection(data[: int(len(data) * kept)])
+
+    assert error.code == "corrupt"
+    # Pillow's WebP plugin refuses the header of a cut-off file itself ("header is damaged").
+    assert f"The {fmt} image is truncated" in error.message or f"a {fmt} image" in error.message
+
+
+def test_the_probe_accepts_bytes_after_a_jpeg_s_end_and_an_exif_thumbnail_s_markers() -> None:
+    thumbnail = noise_jpeg(16, 16)
+    exif = Image.Exif()
+    exif[0x010E] = "scan"  # ImageDescription
+    data = encode(Image.fromarray(np.zeros((64, 64, 3), np.uint8)), "JPEG", exif=exif.tobytes())
+    # Trailing bytes after the end-of-image (some cameras append data) do not make it truncated.
+    assert probe_image(data + b"trailer" + thumbnail, max_pixels=LIMIT).format == "JPEG"
+    # A cut through the main scan is truncated even with a whole thumbnail's markers before it.
+    cut = data[:-200]
+    assert probe_rejection(cut).code == "corrupt"
+
+
+def test_damage_inside_the_compressed_data_is_found_by_decoding_not_by_the_probe() -> None:
+    data = bytearray(
+        encode(Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64), np.uint8)), "PNG")
+    )
+    data[100:140] = bytes(40)  # zeroes inside the IDAT chunk: the header and IEND are intact
+    damaged = bytes(data)
+
+    assert probe_image(damaged, max_pixels=LIMIT) == ImageInfo("PNG", 64, 64)
+    assert rejection(damaged).code == "corrupt"
 
 
 def test_truncated_png_is_rejected_as_corrupt() -> None:

@@ -23,7 +23,7 @@ class Services:
     store: JobStore
     publisher: JobPublisher
     models: ModelCache
-    # Bounds the API's full-size image decodes in flight (see constants.API_DECODE_SLOTS).
+    # Bounds the API's full-size image decodes in flight: annotated images (constants.API_DECODE_SLOTS).
     decode_slots: threading.BoundedSemaphore = field(
         default_factory=lambda: threading.BoundedSemaphore(constants.API_DECODE_SLOTS)
     )

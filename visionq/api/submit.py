@@ -1,7 +1,10 @@
 """From a multipart upload to a queued job: validate everything, store the job, publish its id.
 
-Shared by POST /v1/jobs and POST /v1/detect. Nothing is stored until the image has decoded and every
-parameter is valid, and a job whose message the broker refused is discarded again.
+Shared by POST /v1/jobs and POST /v1/detect. Nothing is stored until the image's header and every
+parameter are valid, and a job whose message the broker refused is discarded again. The pixels are
+decoded once, by the worker: the API reads only the header (format, size, the pixel limit) and checks
+that the file is not cut off where the format lets that be told cheaply (`probe_image`); damage inside
+the compressed data fails the job with the code `corrupt`.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import logging
 from fastapi import UploadFile
 
 from visionq.api.deps import Services, Submission
-from visionq.detect.image import decode_image
+from visionq.detect.image import probe_image
 from visionq.detect.manifest import Manifest
 from visionq.errors import ErrorCode, InvalidImage, InvalidRequest, ModelNotFound
 from visionq.models.cache import ModelCache
@@ -21,21 +24,14 @@ logger = logging.getLogger(__name__)
 
 
 def create_job(form: Submission, services: Services) -> Job:
-    """Validate the upload, store it as a queued job and publish the job's id; blocking (DB, decode)."""
+    """Validate the upload, store it as a queued job and publish the job's id; blocking (DB, broker)."""
     settings, store = services.settings, services.store
     name = (form.model or "").strip() or settings.model
     manifest = _manifest(services.models, name)
     classes = _classes(form.classes, manifest)
     data = _read_image(form.image, settings.max_image_bytes)
-    # Decoded in full, so a truncated or corrupt image is refused now, not failed later by a worker.
-    with services.decode_slots:
-        decoded = decode_image(
-            data,
-            max_pixels=settings.max_image_pixels,
-            # The size the detector decodes at: a large JPEG is checked at down to 1/8 scale, as it will run.
-            min_size=(manifest.input.width, manifest.input.height),
-        )
-    image = ImageIn.of(data, content_type=decoded.content_type, width=decoded.width, height=decoded.height)
+    info = probe_image(data, max_pixels=settings.max_image_pixels)
+    image = ImageIn.of(data, content_type=info.content_type, width=info.width, height=info.height)
     params = {"conf": form.conf, "iou": form.iou, "classes": classes, "max_det": form.max_det}
     job = store.create(image=image, model=name, params=params)
     try:

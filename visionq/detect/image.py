@@ -59,11 +59,65 @@ class DecodedImage:
     content_type: str
 
 
-def probe_image(data: bytes, *, max_pixels: int) -> tuple[str, int, int]:
-    """Return (format, width, height) as the user sees it from the header alone; raises like decode_image."""
+@dataclass(frozen=True, slots=True)
+class ImageInfo:
+    """What an image's header says: its format and its size as the user sees it."""
+
+    format: str
+    width: int
+    height: int
+
+    @property
+    def content_type(self) -> str:
+        return _CONTENT_TYPES[self.format]
+
+
+def probe_image(data: bytes, *, max_pixels: int) -> ImageInfo:
+    """The format and size (as the user sees it) from the header alone; raises like decode_image.
+
+    It also refuses, as CORRUPT, data cut off before its end where the format lets that be told without
+    decoding (`_missing_end`): a JPEG with no end marker after its last scan, a PNG without IEND, a GIF
+    without its trailer, a WebP or BMP shorter than its header says. Damage inside the compressed data
+    is found only by decoding it.
+    """
     im, orientation = _open(data, max_pixels)
+    fmt = _format(im)
+    missing = _missing_end(data, fmt, im)
+    if missing:
+        raise InvalidImage(f"The {fmt} image is truncated ({missing}).", code=ErrorCode.CORRUPT)
     width, height = _as_seen(im.size, orientation)
-    return _format(im), width, height
+    return ImageInfo(fmt, width, height)
+
+
+def _missing_end(data: bytes, fmt: str, im: ImageFile.ImageFile) -> str | None:
+    """What a cheap look at the end of `data` finds missing, or None when it looks whole."""
+    if fmt == "JPEG":
+        # Markers cannot occur inside entropy-coded data (an 0xFF there is stuffed as FF 00), so the
+        # last start-of-scan is the image's last scan, and a whole file has an end-of-image after it.
+        # An EXIF thumbnail's own markers come before the main image's.
+        last_scan = data.rfind(b"\xff\xda")
+        if last_scan < 0:
+            return "no scan data"
+        if data.find(b"\xff\xd9", last_scan) < 0:
+            return "no end-of-image marker after its last scan"
+    elif fmt == "PNG":
+        if data.rfind(b"IEND") < 0:
+            return "no IEND chunk"
+    elif fmt == "GIF":
+        if not data.rstrip(b"\x00").endswith(b";"):
+            return "no trailer"
+    elif fmt == "WEBP":
+        declared = int.from_bytes(data[4:8], "little") + 8
+        if len(data) < declared:
+            return f"{len(data):,} of the {declared:,} bytes its header declares"
+    elif fmt == "BMP" and im.tile and im.tile[0].codec_name == "raw":
+        # Uncompressed rows of a known stride (Pillow's raw tile: raw mode, stride, orientation).
+        tile = im.tile[0]
+        stride = tile.args[1] if len(tile.args) > 1 and isinstance(tile.args[1], int) else 0
+        needed = tile.offset + stride * im.size[1]
+        if stride > 0 and len(data) < needed:
+            return f"{len(data):,} of the {needed:,} bytes its header implies"
+    return None
 
 
 def decode_image(data: bytes, *, max_pixels: int, min_size: tuple[int, int] | None = None) -> DecodedImage:
