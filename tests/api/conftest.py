@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import pytest
 from celery import Celery
+from fastapi import FastAPI
 from fastapi.testclient import TestClient as TestClient
 from sqlalchemy import Engine, delete
 
@@ -104,6 +105,9 @@ def make_stack(
     yield create
     for stack, backend in made:
         stack.client.close()
+        app = stack.client.app
+        assert isinstance(app, FastAPI)
+        app.state.services.waiters.close()  # the lifespan, which would, runs only under `with client`
         if backend == SERVICES:
             _empty(stack.engine)  # the session's database is shared by the tests that follow
         stack.engine.dispose()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
 from visionq import __version__
@@ -10,10 +13,13 @@ from visionq.api.errors import install_error_handlers
 from visionq.api.limits import FORM_OVERHEAD_BYTES, BodyLimit
 from visionq.api.routes import detect, health, jobs
 from visionq.api.routes import models as models_routes
+from visionq.api.waiters import JobEvents, JobWaiters
 from visionq.config import Settings
 from visionq.models.cache import ModelCache
 from visionq.queue import JobPublisher, create_celery_app
+from visionq.queue.events import BrokerJobEvents
 from visionq.store import JobStore, create_engine_for, migrate
+from visionq.store.events import PostgresJobEvents
 
 _DESCRIPTION = """
 Upload an image to `POST /v1/jobs`; a worker runs YOLO on it and the job (`GET /v1/jobs/{id}`)
@@ -23,11 +29,33 @@ gets its detections. `POST /v1/detect` does both and waits. Every error answers
 
 
 def create_app(
-    settings: Settings, *, store: JobStore, publisher: JobPublisher, models: ModelCache
+    settings: Settings,
+    *,
+    store: JobStore,
+    publisher: JobPublisher,
+    models: ModelCache,
+    events: JobEvents | None = None,
 ) -> FastAPI:
-    """The API over the given job store, broker publisher and model cache (kept on `app.state`)."""
-    app = FastAPI(title="visionq", version=__version__, description=_DESCRIPTION, docs_url="/docs")
-    app.state.services = Services(settings=settings, store=store, publisher=publisher, models=models)
+    """The API over the given job store, broker publisher and model cache (kept on `app.state`).
+
+    `events` tells waiting requests that a job changed; by default PostgreSQL's LISTEN/NOTIFY when the
+    store is on PostgreSQL, else the announcements workers publish on the broker.
+    """
+    if events is None:
+        events = PostgresJobEvents(store.engine.url) if store.notifies else BrokerJobEvents(publisher.app)
+    waiters = JobWaiters(events)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        waiters.close()
+
+    app = FastAPI(
+        title="visionq", version=__version__, description=_DESCRIPTION, docs_url="/docs", lifespan=lifespan
+    )
+    app.state.services = Services(
+        settings=settings, store=store, publisher=publisher, models=models, waiters=waiters
+    )
     install_error_handlers(app)
     app.add_middleware(
         BodyLimit,

@@ -9,6 +9,7 @@ from typing import Annotated, Final
 from fastapi import Depends, File, Form, Request, UploadFile
 
 from visionq import constants
+from visionq.api.waiters import JobWaiters
 from visionq.config import Settings
 from visionq.models.cache import ModelCache
 from visionq.queue import JobPublisher
@@ -23,6 +24,7 @@ class Services:
     store: JobStore
     publisher: JobPublisher
     models: ModelCache
+    waiters: JobWaiters
     # Bounds the API's full-size image decodes in flight: annotated images (constants.API_DECODE_SLOTS).
     decode_slots: threading.BoundedSemaphore = field(
         default_factory=lambda: threading.BoundedSemaphore(constants.API_DECODE_SLOTS)

@@ -10,6 +10,7 @@ the compressed data fails the job with the code `corrupt`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from fastapi import UploadFile
 
@@ -23,8 +24,14 @@ from visionq.store import ImageIn, Job, JobStore
 logger = logging.getLogger(__name__)
 
 
-def create_job(form: Submission, services: Services) -> Job:
-    """Validate the upload, store it as a queued job and publish the job's id; blocking (DB, broker)."""
+def create_job(
+    form: Submission, services: Services, *, on_created: Callable[[str], None] | None = None
+) -> Job:
+    """Validate the upload, store it as a queued job and publish the job's id; blocking (DB, broker).
+
+    `on_created` is called with the job's id between storing and publishing it: a waiter registered
+    there cannot miss the job's end.
+    """
     settings, store = services.settings, services.store
     name = (form.model or "").strip() or settings.model
     manifest = _manifest(services.models, name)
@@ -35,6 +42,8 @@ def create_job(form: Submission, services: Services) -> Job:
     params = {"conf": form.conf, "iou": form.iou, "classes": classes, "max_det": form.max_det}
     job = store.create(image=image, model=name, params=params)
     try:
+        if on_created is not None:
+            on_created(job.id)
         services.publisher.publish(job.id)
     except Exception:
         # No message means no worker will ever run it: a job left queued would wait forever.

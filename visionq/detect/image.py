@@ -112,9 +112,9 @@ def _missing_end(data: bytes, fmt: str, im: ImageFile.ImageFile) -> str | None:
             return f"{len(data):,} of the {declared:,} bytes its header declares"
     elif fmt == "BMP" and im.tile and im.tile[0].codec_name == "raw":
         # Uncompressed rows of a known stride (Pillow's raw tile: raw mode, stride, orientation).
-        tile = im.tile[0]
-        stride = tile.args[1] if len(tile.args) > 1 and isinstance(tile.args[1], int) else 0
-        needed = tile.offset + stride * im.size[1]
+        args = im.tile[0].args
+        stride = args[1] if isinstance(args, tuple) and len(args) > 1 and isinstance(args[1], int) else 0
+        needed = im.tile[0].offset + stride * im.size[1]
         if stride > 0 and len(data) < needed:
             return f"{len(data):,} of the {needed:,} bytes its header implies"
     return None

@@ -28,6 +28,11 @@ class JobPublisher:
         self._timeout_s = timeout_s
         self._errors = _BROKER_ERRORS + _transport_errors(app)
 
+    @property
+    def app(self) -> Celery:
+        """The Celery app it publishes with."""
+        return self._app
+
     def publish(self, job_id: str) -> None:
         """Send job `job_id` to the workers; returns once the broker has it (RabbitMQ: confirmed).
 

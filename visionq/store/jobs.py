@@ -75,6 +75,11 @@ class JobStore:
         """The engine the store runs on."""
         return self._engine
 
+    @property
+    def notifies(self) -> bool:
+        """Whether the database announces status changes itself (PostgreSQL; visionq.store.events)."""
+        return self._engine.dialect.name == "postgresql"
+
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         """A write transaction (on SQLite it takes the write lock up front), driver errors translated."""

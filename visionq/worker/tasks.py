@@ -12,14 +12,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from celery import Task, shared_task
+from celery import Celery, Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.log import get_task_logger
 
 from visionq import constants
 from visionq.errors import ErrorCode, JobFailed, ServiceUnavailable, VisionqError
-from visionq.queue import JobPublisher, embedded
-from visionq.store import Job
+from visionq.queue import JobPublisher, embedded, events
+from visionq.store import Job, JobStatus
 from visionq.worker.app import WorkerApp
 from visionq.worker.runtime import Runtime
 
@@ -77,12 +77,23 @@ def detect(self: JobTask, job_id: str) -> None:
     # A retry (after a database blip) continues the same delivery; a message the broker handed out
     # again because its consumer died is a new one (RabbitMQ flags it `redelivered`).
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
-    run_job(
-        self.runtime,
+    runtime = self.runtime
+    status = run_job(
+        runtime,
         job_id,
         worker=self.request.hostname or "local",
         delivery=not self.request.retries or redelivered,
     )
+    announce_outcome(self.app, runtime, job_id, status)
+
+
+def announce_outcome(app: Celery, runtime: Runtime, job_id: str, status: JobStatus | None) -> None:
+    """Wake the requests waiting for the job, when `run_job` wrote its outcome (`status`).
+
+    PostgreSQL announces every change itself as it commits (a trigger); elsewhere the broker does.
+    """
+    if status is not None and not runtime.store.notifies:
+        events.announce(app, job_id, status.value)
 
 
 @_task(name=constants.PURGE_TASK, **_HOUSEKEEPING)
@@ -113,44 +124,49 @@ def recover(self: JobTask) -> int:
     return len(job_ids)
 
 
-def run_job(runtime: Runtime, job_id: str, *, worker: str, delivery: bool = True) -> None:
-    """Claim the job, detect, record the outcome; a job already finished or cancelled is left alone."""
+def run_job(runtime: Runtime, job_id: str, *, worker: str, delivery: bool = True) -> JobStatus | None:
+    """Claim the job, detect, record the outcome; a job already finished or cancelled is left alone.
+
+    Returns the status this call wrote (succeeded or failed), None when it wrote no outcome.
+    """
     started = time.perf_counter()
     job = runtime.store.claim(job_id, worker=worker, delivery=delivery)
     if job is None:
         logger.info("job %s is finished, cancelled or unknown: nothing to do", job_id)
-        return
+        return None
     if job.attempts > constants.MAX_DELIVERIES:
         message = f"the job was delivered {job.attempts} times without finishing (its worker died each time)"
-        _fail(runtime, job, ErrorCode.TOO_MANY_ATTEMPTS, message)
-        return
+        return _fail(runtime, job, ErrorCode.TOO_MANY_ATTEMPTS, message)
     try:
-        _detect_and_record(runtime, job, started)
+        return _detect_and_record(runtime, job, started)
     except SoftTimeLimitExceeded:
         # Raised wherever the task is when the limit expires, storing the result included: `fail`
         # writes nothing if that result was committed.
         limit = runtime.settings.task_time_limit
-        _fail(runtime, job, ErrorCode.TIMEOUT, f"detection did not finish within the time limit (~{limit} s)")
+        return _fail(
+            runtime, job, ErrorCode.TIMEOUT, f"detection did not finish within the time limit (~{limit} s)"
+        )
     except TRANSIENT_ERRORS:
         raise  # retried by the task
     except VisionqError as exc:
-        _fail(runtime, job, exc.code, exc.message)
+        return _fail(runtime, job, exc.code, exc.message)
     except Exception as exc:
         # A bug or an ONNX Runtime error: retrying would fail the same way, and a job left running
         # would never get its one result.
         logger.exception("job %s: unexpected error", job.id)
-        _fail(runtime, job, ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+        return _fail(runtime, job, ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
 
 
-def _detect_and_record(runtime: Runtime, job: Job, started: float) -> None:
+def _detect_and_record(runtime: Runtime, job: Job, started: float) -> JobStatus | None:
     detections, stages = _detect(runtime, job)
     queue_wait = _queue_wait_ms(job)
     stages["queue_wait"] = queue_wait
     stages["total"] = round(queue_wait + (time.perf_counter() - started) * 1000, 3)
     if not runtime.store.succeed(job.id, detections=detections, timings_ms=stages):
         logger.info("job %s finished elsewhere meanwhile; result dropped", job.id)
-        return
+        return None
     logger.info("job %s succeeded: %d detection(s) in %.1f ms", job.id, len(detections), stages["total"])
+    return JobStatus.SUCCEEDED
 
 
 def _detect(runtime: Runtime, job: Job) -> tuple[list[dict[str, Any]], dict[str, float]]:
@@ -183,6 +199,6 @@ def _queue_wait_ms(job: Job) -> float:
     return round(max(0.0, (job.started_at - job.created_at).total_seconds() * 1000), 3)
 
 
-def _fail(runtime: Runtime, job: Job, code: ErrorCode, message: str) -> None:
+def _fail(runtime: Runtime, job: Job, code: ErrorCode, message: str) -> JobStatus | None:
     logger.warning("job %s failed (%s): %s", job.id, code, message)
-    runtime.store.fail(job.id, code=code, message=message)
+    return JobStatus.FAILED if runtime.store.fail(job.id, code=code, message=message) else None
