@@ -3,6 +3,7 @@ asserted: speed targets live in the benchmark's output, never in tests)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -51,3 +52,43 @@ def test_quantize_then_bench_prints_every_contender_and_the_int8_agreement(
     # The reference against itself: all found, boxes identical.
     assert "│ yolov4-tiny      │ onnxruntime │ fp32      │ 7/7     │ 1.000    │ 0.000" in bench.stdout
     assert "pipeline stages, yolov4-tiny-int8 on openvino int8, mean ms/image: decode" in bench.stdout
+
+
+def test_bench_service_starts_a_stack_measures_it_and_writes_its_report(
+    tmp_path: Path, model_cache: ModelCache, sample_paths: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data_dir = tmp_path / "data"
+    shutil.copytree(model_cache.root, data_dir / "models")
+    shutil.copytree(sample_paths["bus.jpg"].parent, data_dir / "samples")
+    monkeypatch.setenv("VISIONQ_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("VISIONQ_DATABASE_URL", raising=False)
+    monkeypatch.setenv("COLUMNS", "200")
+    report = tmp_path / "report.json"
+
+    args = ["bench", "service", "--broker", "embedded", "-n", "6", "--concurrency", "2", "--workers", "1"]
+    run = CliRunner().invoke(app, [*args, "--report", str(report)])
+
+    assert run.exit_code == 0, run.output
+    assert "succeeded 6, failed 0, unfinished 0, refused 0" in run.stdout
+    assert "on embedded and sqlite" in run.stdout
+    found = json.loads(report.read_text())
+    assert found["config"]["broker"] == "embedded" and found["config"]["workers"] == 1
+    assert found["counts"]["succeeded"] == 6
+    assert set(found["stages_ms"]) == {
+        "http_accept",
+        "queue_wait",
+        "decode",
+        "preprocess",
+        "inference",
+        "postprocess",
+        "store",
+        "response",
+    }
+    assert found["stages_ms"]["inference"] > 0
+    cpu = found["cpu_ms_per_job"]
+    assert cpu["api"] > 0 and cpu["worker"] > 0 and cpu["client"] > 0
+    assert cpu["broker"] == cpu["database"] == 0.0  # embedded: no server processes of their own
+    assert found["detector"]["img_per_s"] > 0 and found["detector"]["cpu_ms_per_image"] > 0
+    assert found["throughput_vs_detector"] > 0 and found["service_cpu_vs_detector"] > 0
+    assert found["api_cpu_ms"]["submit"] > 0 and found["api_cpu_ms"]["get_finished_job"] > 0
+    assert len(found["rss_mb"]["worker_children"]) == 1

@@ -15,7 +15,7 @@ import pytest
 
 from tests.e2e.stack import VISIONQ, Service, running_service, wait_finished
 from tests.helpers import visionq_env
-from visionq.bench.service import percentile, run_load
+from visionq.bench.service import STAGES, percentile, run_load
 from visionq.models.cache import ModelCache
 
 pytestmark = pytest.mark.slow
@@ -147,7 +147,15 @@ def test_the_load_benchmark_counts_every_job_and_reads_latencies_from_the_job_ro
     images = [("bus.jpg", samples["bus.jpg"]), ("zidane.jpg", samples["zidane.jpg"])]
     result = run_load(str(service.client.base_url), images, jobs=6, concurrency=3)
     assert (result.succeeded, result.failed, result.unfinished, result.refused) == (6, 0, 0, 0)
-    assert len(result.end_to_end_ms) == len(result.submit_ms) == 6
-    assert all(e2e >= wait >= 0 for e2e, wait in zip(result.end_to_end_ms, result.queue_wait_ms, strict=True))
+    assert len(result.latency_ms) == 6
+    assert set(result.stages_ms) == set(STAGES)
+    assert all(len(values) == 6 for values in result.stages_ms.values())
+    # Each job's stages lie inside its latency as the client saw it, and none is negative (one clock).
+    for i, latency in enumerate(result.latency_ms):
+        stages = [result.stages_ms[s][i] for s in STAGES]
+        assert all(ms >= -1.0 for ms in stages), stages  # a timestamp's µs rounding aside
+        assert sum(stages) <= latency + 1.0
+        assert result.stages_ms["inference"][i] > 0
     assert result.jobs_per_second > 0
+    assert result.client_cpu_s > 0
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5

@@ -1,45 +1,284 @@
-"""Load on a running visionq service: many jobs submitted at once, figures from the job rows.
+"""The service benchmark: a visionq stack under load, its CPU per job per process, against the detector.
 
-It talks to the API over HTTP like any client (bounded in jobs and time; meant for loopback or a
-test deployment), then reads each job's own timestamps, so the latencies are the service's, not the
-client's polling.
+`ServiceStack` starts `visionq api` and `visionq worker` on a broker and a database of the caller's
+choosing, in a scratch data dir that shares the user's model cache. `run_load` drives it over HTTP
+the cheapest way a client can wait (POST /v1/detect, woken by the job's end), and reads each job's own
+timestamps, so the stages are the service's. CPU time comes from /proc, per process tree: the API, the
+worker and its children, the broker's and the database's server processes, and the client itself.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
 import httpx
 
-# A job not finished this long after the last submission counts as lost: the run stops there.
-_FINISH_TIMEOUT_S = 300.0
+# A job not finished this long after its submission counts as lost.
+_JOB_TIMEOUT_S: Final = 120.0
+_DETECT_TIMEOUT_S: Final = 60.0  # what /v1/detect is asked to wait (its maximum)
+_START_TIMEOUT_S: Final = 120.0
+
+# The server processes whose CPU counts as the broker's or the database's, by /proc/<pid>/comm.
+BROKER_PROCESSES: Final = {
+    "rabbitmq": ("beam.smp", "erl_child_setup", "inet_gethost"),
+    "redis": ("redis-server",),
+}
+DATABASE_PROCESSES: Final = ("postgres",)
+
+_CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
+
+
+# ---- CPU time from /proc ------------------------------------------------------------------------
+
+
+def _stat(pid: int) -> tuple[int, float, float] | None:
+    """(parent pid, own CPU s, reaped children's CPU s) of a process, None once it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()  # after "pid (comm) ": state is fields[0]
+    ppid = int(fields[1])
+    own = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    children = (int(fields[13]) + int(fields[14])) / _CLOCK_TICKS
+    return ppid, own, children
+
+
+def _all_pids() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def tree_cpu_s(root: int) -> float:
+    """CPU seconds of `root` and all its descendants, those that ended and were reaped included."""
+    parents: dict[int, int] = {}
+    own: dict[int, float] = {}
+    reaped = 0.0
+    for pid in _all_pids():
+        stat = _stat(pid)
+        if stat is not None:
+            parents[pid], own[pid] = stat[0], stat[1]
+            if pid == root:
+                reaped = stat[2]
+    members, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent and pid not in members:
+                members.add(pid)
+                frontier.append(pid)
+    return sum(own.get(pid, 0.0) for pid in members) + reaped
+
+
+def tree_rss_mb(root: int) -> dict[int, float]:
+    """Resident memory (MB) of `root` and each of its direct children, by pid."""
+    sizes = {}
+    for pid in _all_pids():
+        stat = _stat(pid)
+        if stat is not None and (pid == root or stat[0] == root):
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        sizes[pid] = int(line.split()[1]) / 1024
+            except OSError:
+                continue
+    return sizes
+
+
+def named_cpu_s(names: Iterable[str]) -> float:
+    """CPU seconds of every process whose command name is one of `names` (and of its reaped children)."""
+    wanted = set(names)
+    total = 0.0
+    for pid in _all_pids():
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+        if comm in wanted:
+            stat = _stat(pid)
+            if stat is not None:
+                total += stat[1] + stat[2]
+    return total
+
+
+def self_cpu_s() -> float:
+    """This process's CPU seconds, all threads."""
+    return time.process_time()
+
+
+# ---- the stack -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StackConfig:
+    broker: str  # rabbitmq, redis, embedded
+    broker_url: str | None
+    database_url: str | None  # None: SQLite in the scratch data dir
+    runtime: str
+    workers: int
+    models_dir: Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class ServiceStack:
+    """`visionq api` + `visionq worker` in a scratch data dir, each in its own process group."""
+
+    def __init__(self, config: StackConfig, scratch: Path) -> None:
+        self.config = config
+        self.scratch = scratch
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["VISIONQ_DATA_DIR"] = str(self.scratch / "data")
+        env["VISIONQ_BROKER_URL"] = self.config.broker_url or ""
+        env["VISIONQ_DATABASE_URL"] = self.config.database_url or ""
+        env["VISIONQ_RUNTIME"] = self.config.runtime
+        env.pop("VISIONQ_THREADS", None)  # each worker child takes its share of the cores
+        return env
+
+    def pid(self, name: str) -> int:
+        return self._procs[name].pid
+
+    def log(self, name: str) -> str:
+        path = self.scratch / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def start(self) -> None:
+        data = self.scratch / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        models = data / "models"
+        if not models.exists():
+            models.symlink_to(self.config.models_dir.resolve(), target_is_directory=True)
+        visionq = [sys.executable, "-m", "visionq"]
+        self._spawn("api", [*visionq, "api", "--port", str(self.port)])
+        self._spawn(
+            "worker", [*visionq, "worker", "--concurrency", str(self.config.workers), "--loglevel", "WARNING"]
+        )
+        self._wait_ready()
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        with (self.scratch / f"{name}.log").open("wb") as log:
+            self._procs[name] = subprocess.Popen(
+                args, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        with httpx.Client(base_url=self.url, timeout=5) as client:
+            while time.monotonic() < deadline:
+                for name, proc in self._procs.items():
+                    if proc.poll() is not None:
+                        raise RuntimeError(
+                            f"visionq {name} exited ({proc.returncode}):\n{self.log(name)[-3000:]}"
+                        )
+                try:
+                    if client.get("/readyz").status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.2)
+        raise RuntimeError(
+            f"the API was not ready within {_START_TIMEOUT_S:.0f} s:\n{self.log('api')[-3000:]}"
+        )
+
+    def stop(self) -> None:
+        """SIGTERM each process group, then SIGKILL what is left after 20 s."""
+        for proc in self._procs.values():
+            _signal_group(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for proc in self._procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for proc in self._procs.values():
+            _signal_group(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def __enter__(self) -> ServiceStack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def scratch_dir(parent: Path) -> Path:
+    """A fresh folder for one run's stack."""
+    parent.mkdir(parents=True, exist_ok=True)
+    folder = parent / f"run-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir()
+    return folder
+
+
+# ---- load ----------------------------------------------------------------------------------------
 
 
 @dataclass(slots=True)
 class LoadResult:
-    """What a load run measured."""
+    """What a load run measured, per succeeded job where it is a list."""
 
     jobs: int
-    succeeded: int
-    failed: int
-    unfinished: int
-    refused: int  # submissions answered with a status other than 202
-    wall_s: float  # first submission to last finish
-    submit_ms: list[float] = field(default_factory=list)  # HTTP round trip of each accepted POST
-    end_to_end_ms: list[float] = field(default_factory=list)  # created_at → finished_at, per job
-    queue_wait_ms: list[float] = field(default_factory=list)
-    inference_ms: list[float] = field(default_factory=list)
+    succeeded: int = 0
+    failed: int = 0
+    unfinished: int = 0
+    refused: int = 0  # answered with neither 200 nor 202
+    wall_s: float = 0.0  # first submission to last result
+    latency_ms: list[float] = field(default_factory=list)  # client: request sent → finished job in hand
+    stages_ms: dict[str, list[float]] = field(default_factory=dict)  # from the job rows
+    client_cpu_s: float = 0.0
 
     @property
     def jobs_per_second(self) -> float:
         return self.succeeded / self.wall_s if self.wall_s else 0.0
+
+
+STAGES: Final = (
+    "http_accept",  # request sent → job row created (upload, form parsing, header probe, insert)
+    "queue_wait",  # created → claimed by a worker
+    "decode",
+    "preprocess",
+    "inference",
+    "postprocess",
+    "store",  # the worker's own reads and writes around the detection: claim → finished, less detection
+    "response",  # finished → the client has the answer (the wake-up, the read, the HTTP response)
+)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -57,83 +296,152 @@ def run_load(
     *,
     jobs: int,
     concurrency: int,
-    timeout_s: float = 30.0,
+    on_done: Callable[[], None] = lambda: None,
 ) -> LoadResult:
-    """Submit `jobs` jobs (cycling through `images`) from `concurrency` client threads, then wait."""
-    submitted: list[str] = []
-    submit_ms: list[float] = []
-    refused = 0
+    """`jobs` detections (cycling through `images`) from `concurrency` client threads, each waiting with
+    POST /v1/detect for its result before sending the next."""
+    result = LoadResult(jobs=jobs)
     lock = threading.Lock()
+    counter = iter(range(jobs))
     local = threading.local()
     clients: list[httpx.Client] = []
 
     def client() -> httpx.Client:
-        """One keep-alive client per submitting thread."""
         if not hasattr(local, "client"):
-            local.client = httpx.Client(base_url=base_url, timeout=timeout_s)
+            local.client = httpx.Client(base_url=base_url, timeout=_JOB_TIMEOUT_S)
             with lock:
                 clients.append(local.client)
         c: httpx.Client = local.client
         return c
 
-    def submit(i: int) -> None:
-        nonlocal refused
+    def one(i: int) -> None:
         name, data = images[i % len(images)]
-        start = time.perf_counter()
-        response = client().post("/v1/jobs", files={"image": (name, data)})
-        elapsed = (time.perf_counter() - start) * 1000
+        sent_wall, sent = time.time(), time.perf_counter()
+        response = client().post(
+            "/v1/detect", params={"timeout": _DETECT_TIMEOUT_S}, files={"image": (name, data)}
+        )
+        job = response.json() if response.status_code in (200, 202) else None
+        if response.status_code == 202 and job is not None:
+            job = _poll(client(), job["id"])
+        elapsed_ms = (time.perf_counter() - sent) * 1000
         with lock:
-            if response.status_code == 202:
-                submitted.append(response.json()["id"])
-                submit_ms.append(elapsed)
-            else:
-                refused += 1
+            _record(result, job, sent_wall, elapsed_ms)
+        on_done()
 
-    started = time.perf_counter()
+    def loop() -> None:
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            one(i)
+
+    cpu_before, started = self_cpu_s(), time.perf_counter()
     try:
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            list(pool.map(submit, range(jobs)))
+            for future in [pool.submit(loop) for _ in range(concurrency)]:
+                future.result()
     finally:
         for c in clients:
             c.close()
-    with httpx.Client(base_url=base_url, timeout=timeout_s) as poller:
-        finished = _wait_all(poller, submitted)
-    wall = time.perf_counter() - started
-    result = LoadResult(
-        jobs=jobs,
-        succeeded=sum(1 for j in finished.values() if j["status"] == "succeeded"),
-        failed=sum(1 for j in finished.values() if j["status"] == "failed"),
-        unfinished=len(submitted) - len(finished),
-        refused=refused,
-        wall_s=wall,
-        submit_ms=submit_ms,
-    )
-    for job in finished.values():
-        if job["status"] != "succeeded":
-            continue
-        created, done = _when(job["created_at"]), _when(job["finished_at"])
-        result.end_to_end_ms.append((done - created).total_seconds() * 1000)
-        timings = job.get("timings_ms") or {}
-        result.queue_wait_ms.append(float(timings.get("queue_wait", 0.0)))
-        result.inference_ms.append(float(timings.get("inference", 0.0)))
+    result.wall_s = time.perf_counter() - started
+    result.client_cpu_s = self_cpu_s() - cpu_before
     return result
 
 
-def _wait_all(client: httpx.Client, job_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """Poll until every job is finished (or the timeout): returns the finished jobs by id."""
-    pending = set(job_ids)
-    finished: dict[str, dict[str, Any]] = {}
-    deadline = time.monotonic() + _FINISH_TIMEOUT_S
-    while pending and time.monotonic() < deadline:
-        for job_id in list(pending):
-            job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()
-            if job["status"] not in ("queued", "running"):
-                finished[job_id] = job
-                pending.discard(job_id)
-        if pending:
-            time.sleep(0.2)
-    return finished
+def _record(result: LoadResult, job: dict[str, Any] | None, sent_wall: float, elapsed_ms: float) -> None:
+    if job is None:
+        result.refused += 1
+    elif job["status"] == "succeeded":
+        result.succeeded += 1
+        result.latency_ms.append(elapsed_ms)
+        for stage, ms in _stages(job, sent_wall, sent_wall + elapsed_ms / 1000).items():
+            result.stages_ms.setdefault(stage, []).append(ms)
+    elif job["status"] in ("queued", "running"):
+        result.unfinished += 1
+    else:
+        result.failed += 1
 
 
-def _when(stamp: str) -> datetime:
-    return datetime.fromisoformat(stamp)
+def _poll(client: httpx.Client, job_id: str) -> dict[str, Any] | None:
+    """The job once finished (a 202 from /v1/detect: it took longer than its wait), or None."""
+    deadline = time.monotonic() + _JOB_TIMEOUT_S
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] not in ("queued", "running"):
+            return job
+        time.sleep(0.5)
+    return client.get(f"/v1/jobs/{job_id}").json()  # type: ignore[no-any-return]
+
+
+def _stages(job: dict[str, Any], sent: float, received: float) -> dict[str, float]:
+    """A finished job's stages in ms, from its timestamps (same clock as the client's) and timings."""
+    created = _when(job["created_at"])
+    started = _when(job["started_at"])
+    finished = _when(job["finished_at"])
+    timings: dict[str, float] = job.get("timings_ms") or {}
+    detection = sum(float(timings.get(k, 0.0)) for k in ("decode", "preprocess", "inference", "postprocess"))
+    stages = {
+        "http_accept": (created - sent) * 1000,
+        "queue_wait": (started - created) * 1000,
+        "store": (finished - started) * 1000 - detection,
+        "response": (received - finished) * 1000,
+    }
+    for k in ("decode", "preprocess", "inference", "postprocess"):
+        stages[k] = float(timings.get(k, 0.0))
+    return stages
+
+
+def _when(stamp: str) -> float:
+    return datetime.fromisoformat(stamp).timestamp()
+
+
+# ---- API costs -----------------------------------------------------------------------------------
+
+
+def api_costs(
+    base_url: str, api_pid: int, image: tuple[str, bytes], *, gets: int, submits: int
+) -> tuple[float, float]:
+    """API CPU ms per GET of a finished job and per submit (POST /v1/jobs) of `image`, one at a time."""
+    with httpx.Client(base_url=base_url, timeout=_JOB_TIMEOUT_S) as client:
+        done = client.post("/v1/detect", params={"timeout": _DETECT_TIMEOUT_S}, files={"image": image}).json()
+        if done["status"] != "succeeded":
+            raise RuntimeError(f"the probe job did not succeed: {done}")
+        for _ in range(10):  # warm the route
+            client.get(f"/v1/jobs/{done['id']}")
+        before = tree_cpu_s(api_pid)
+        for _ in range(gets):
+            client.get(f"/v1/jobs/{done['id']}").raise_for_status()
+        get_ms = (tree_cpu_s(api_pid) - before) * 1000 / gets
+        before = tree_cpu_s(api_pid)
+        for _ in range(submits):
+            response = client.post("/v1/jobs", files={"image": image})
+            if response.status_code != 202:
+                raise RuntimeError(f"a submit was refused: {response.status_code} {response.text}")
+        submit_ms = (tree_cpu_s(api_pid) - before) * 1000 / submits
+    return submit_ms, get_ms
+
+
+# ---- CPU by process over a run -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Meters:
+    """What to read CPU from: the API and worker process trees, the broker's and database's servers."""
+
+    api_pid: int
+    worker_pid: int
+    broker: tuple[str, ...]  # process names; empty for the embedded broker (it is in the API and worker)
+    database: tuple[str, ...]  # empty for SQLite
+
+    def read(self) -> dict[str, float]:
+        return {
+            "api": tree_cpu_s(self.api_pid),
+            "worker": tree_cpu_s(self.worker_pid),
+            "broker": named_cpu_s(self.broker) if self.broker else 0.0,
+            "database": named_cpu_s(self.database) if self.database else 0.0,
+        }
+
+
+def cpu_delta(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
+    return {k: after[k] - before[k] for k in before}

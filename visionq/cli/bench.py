@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.table import Table
@@ -225,39 +225,232 @@ def service(
     images: Annotated[
         list[Path] | None, typer.Argument(help="Images to submit in turn; default: the sample photos.")
     ] = None,
-    url: Annotated[str, typer.Option(help="A running visionq API (e.g. started by `visionq up`).")] = (
-        "http://127.0.0.1:8000"
-    ),
-    jobs: Annotated[int, typer.Option(min=1, max=10_000, help="Jobs to submit.")] = 200,
-    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Client threads submitting at once.")] = 8,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help="A running visionq API to load instead of starting one (its CPU is not read then)."
+        ),
+    ] = None,
+    jobs: Annotated[int, typer.Option("-n", "--jobs", min=1, max=100_000, help="Jobs to run.")] = 300,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=256, help="Client requests in flight (each waits on POST /v1/detect).")
+    ] = 8,
+    broker: Annotated[
+        str, typer.Option(help="Broker of the stack it starts: rabbitmq, redis or embedded.")
+    ] = "rabbitmq",
+    broker_url: Annotated[
+        str | None, typer.Option(help="Its URL; default VISIONQ_BROKER_URL, else the local server's.")
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="Database of the stack it starts; default VISIONQ_DATABASE_URL, else SQLite."),
+    ] = None,
+    runtime: Annotated[
+        str, typer.Option(help="VISIONQ_RUNTIME of its workers and of the in-process detector.")
+    ] = "auto",
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Worker child processes; default: cores.")
+    ] = None,
+    model: Annotated[str, typer.Option(help="Model of every job.")] = constants.DEFAULT_MODEL,
+    report: Annotated[
+        Path | None, typer.Option(help="Where to write the JSON report; default under the data dir.")
+    ] = None,
 ) -> None:
-    """Jobs/s and latencies of a running service under load (submit all, wait for all)."""
-    from visionq.bench import service as load
+    """Jobs/s, latency, stages and CPU per job for each process of a visionq stack under load, beside the
+    in-process detector on the same images; the ratios of the speed goals (README, Performance)."""
+    import json
+    import platform
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from visionq.bench import service as bench
+    from visionq.bench.detector import in_process
+    from visionq.system import available_cores
 
     settings = load_settings()
+    if broker not in ("rabbitmq", "redis", "embedded"):
+        raise typer.BadParameter("one of rabbitmq, redis, embedded", param_hint="--broker")
+    workers = workers or available_cores()
     with reported_errors():
         paths = images or list(sample_photos(settings).values())
-    blobs = [(p.name, p.read_bytes()) for p in paths]
-    out.print(
-        f"{jobs} jobs to {url} from {concurrency} client threads, images: {', '.join(n for n, _ in blobs)}"
+        blobs = [(p.name, p.read_bytes()) for p in paths]
+        detector = load_detector(settings, model, runtime=runtime)
+        out.print(f"in-process detector: {model} on {detector.runtime}, {detector.threads} thread(s) ...")
+        baseline_rate, baseline_cpu = in_process(
+            detector, [b for _, b in blobs], count=max(60, 2 * len(blobs))
+        )
+        engine = detector.runtime
+        del detector
+    out.print(f"  {baseline_rate:.1f} img/s, {baseline_cpu:.1f} ms CPU per image")
+
+    config = bench.StackConfig(
+        broker=broker,
+        broker_url=None
+        if broker == "embedded"
+        else (broker_url or settings.broker_url or _LOCAL_BROKERS[broker]),
+        database_url=database_url or settings.database_url,
+        runtime=runtime,
+        workers=workers,
+        models_dir=settings.models_dir,
     )
-    result = load.run_load(url, blobs, jobs=jobs, concurrency=concurrency)
+    database = "postgresql" if (config.database_url or "").startswith("postgresql") else "sqlite"
+    meters_for = {
+        "broker": bench.BROKER_PROCESSES.get(broker, ()),
+        "database": bench.DATABASE_PROCESSES if database == "postgresql" else (),
+    }
+    scratch = bench.scratch_dir(settings.data_dir / "bench")
+    stack = bench.ServiceStack(config, scratch) if url is None else None
+    where = url or f"a new stack: api + worker ({workers} children) on {broker} and {database}"
+    out.print(f"{jobs} jobs, {concurrency} in flight, to {where}; images: {', '.join(n for n, _ in blobs)}")
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=out
+    )
+    try:
+        if stack is not None:
+            stack.start()
+        base = url or (stack.url if stack else "")
+        meters = (
+            bench.Meters(stack.pid("api"), stack.pid("worker"), meters_for["broker"], meters_for["database"])
+            if stack
+            else None
+        )
+        # Warm-up: every worker child has run a job, every route has been taken.
+        bench.run_load(base, blobs, jobs=2 * workers, concurrency=workers)
+        before = meters.read() if meters else {}
+        with progress:
+            task = progress.add_task("jobs", total=jobs)
+            result = bench.run_load(
+                base, blobs, jobs=jobs, concurrency=concurrency, on_done=lambda: progress.advance(task)
+            )
+        used = bench.cpu_delta(before, meters.read()) if meters else {}
+        rss = (
+            {
+                "api": sum(bench.tree_rss_mb(stack.pid("api")).values()),
+                "worker_main": bench.tree_rss_mb(stack.pid("worker")).get(stack.pid("worker"), 0.0),
+                "worker_children": [
+                    mb
+                    for pid, mb in bench.tree_rss_mb(stack.pid("worker")).items()
+                    if pid != stack.pid("worker")
+                ],
+            }
+            if stack
+            else None
+        )
+        costs = (
+            bench.api_costs(base, stack.pid("api"), max(blobs, key=lambda b: len(b[1])), gets=300, submits=50)
+            if stack
+            else None
+        )
+    finally:
+        if stack is not None:
+            stack.stop()
+
+    per_job = {k: v * 1000 / max(1, result.succeeded) for k, v in used.items()}
+    per_job["client"] = result.client_cpu_s * 1000 / max(1, result.succeeded)
+    service_cpu = sum(v for k, v in per_job.items() if k != "client") if used else None
+    figures = {
+        "jobs_per_s": result.jobs_per_second,
+        "latency_ms": {f"p{q}": bench.percentile(result.latency_ms, q) for q in (50, 95, 99)},
+        "stages_ms": {k: statistics_mean(result.stages_ms.get(k, [])) for k in bench.STAGES},
+        "cpu_ms_per_job": per_job,
+        "detector": {"img_per_s": baseline_rate, "cpu_ms_per_image": baseline_cpu, "runtime": engine},
+        "service_cpu_vs_detector": service_cpu / baseline_cpu if service_cpu else None,
+        "throughput_vs_detector": result.jobs_per_second / baseline_rate,
+        "api_cpu_ms": {"submit": costs[0], "get_finished_job": costs[1]} if costs else None,
+        "rss_mb": rss,
+    }
+    _print_service(result, figures, blobs)
+    document = {
+        "config": {
+            "broker": broker if url is None else None,
+            "database": database if url is None else None,
+            "url": url,
+            "runtime": engine,
+            "workers": workers if url is None else None,
+            "concurrency": concurrency,
+            "jobs": jobs,
+            "images": [{"name": n, "bytes": len(b)} for n, b in blobs],
+            "cpu": _cpu_model(),
+            "cores": available_cores(),
+            "python": platform.python_version(),
+        },
+        "counts": {
+            "succeeded": result.succeeded,
+            "failed": result.failed,
+            "unfinished": result.unfinished,
+            "refused": result.refused,
+            "wall_s": result.wall_s,
+        },
+        **figures,
+    }
+    path = report or scratch / "report.json"
+    path.write_text(json.dumps(document, indent=2))
+    out.print(f"report: {path}")
+    if result.unfinished or result.refused or result.failed:
+        raise typer.Exit(1)
+
+
+_LOCAL_BROKERS = {"rabbitmq": "amqp://guest:guest@127.0.0.1:5672//", "redis": "redis://127.0.0.1:6379/0"}
+
+
+def statistics_mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def _print_service(result: object, figures: dict[str, Any], blobs: list[tuple[str, bytes]]) -> None:
+    from visionq.bench.service import LoadResult
+
+    assert isinstance(result, LoadResult)
     out.print(
         f"succeeded {result.succeeded}, failed {result.failed}, unfinished {result.unfinished}, "
-        f"refused {result.refused}; {result.wall_s:.1f} s from first submission to last result"
+        f"refused {result.refused}; {result.wall_s:.1f} s"
     )
-    out.print(f"throughput: {result.jobs_per_second:.1f} jobs/s")
-    table = Table("latency (ms)", "p50", "p95", "max")
-    for label, values in (
-        ("submit (HTTP round trip, 202)", result.submit_ms),
-        ("end to end (created → finished)", result.end_to_end_ms),
-        ("queue wait (created → claimed)", result.queue_wait_ms),
-        ("inference", result.inference_ms),
-    ):
-        top = max(values, default=0.0)
-        table.add_row(
-            label, f"{load.percentile(values, 50):.1f}", f"{load.percentile(values, 95):.1f}", f"{top:.1f}"
+    detector = figures["detector"]
+    out.print(
+        f"throughput: {figures['jobs_per_s']:.1f} jobs/s; the in-process detector ({detector['runtime']}): "
+        f"{detector['img_per_s']:.1f} img/s → {figures['throughput_vs_detector']:.2f}x (goal >= 0.85)"
+    )
+    lat = figures["latency_ms"]
+    out.print(
+        f"latency, submit → result in hand (ms): "
+        f"p50 {lat['p50']:.1f}, p95 {lat['p95']:.1f}, p99 {lat['p99']:.1f}"
+    )
+    stages = Table("stage (mean ms per job)", "ms")
+    for stage, ms in figures["stages_ms"].items():
+        stages.add_row(stage, f"{ms:.2f}")
+    out.print(stages)
+    cpu = Table("process", "CPU ms per job")
+    for name, ms in figures["cpu_ms_per_job"].items():
+        cpu.add_row(name, f"{ms:.2f}")
+    cpu.add_row("detector, in process (per image)", f"{detector['cpu_ms_per_image']:.2f}")
+    out.print(cpu)
+    if figures["service_cpu_vs_detector"] is not None:
+        out.print(
+            f"service CPU (api + worker + broker + database) per job vs the detector's per image: "
+            f"{figures['service_cpu_vs_detector']:.2f}x (goal <= 1.15)"
         )
-    out.print(table)
-    if result.unfinished or result.refused:
-        raise typer.Exit(1)
+    if figures["rss_mb"]:
+        rss = figures["rss_mb"]
+        children = ", ".join(f"{mb:.0f}" for mb in rss["worker_children"])
+        out.print(
+            f"resident memory (MB): api {rss['api']:.0f}, worker main {rss['worker_main']:.0f}, "
+            f"worker children {children}"
+        )
+    if figures["api_cpu_ms"]:
+        biggest = max(blobs, key=lambda b: len(b[1]))
+        costs = figures["api_cpu_ms"]
+        out.print(
+            f"API CPU: submit of {biggest[0]} ({len(biggest[1]) // 1000} KB) "
+            f"{costs['submit']:.2f} ms (goal <= 3), "
+            f"GET of a finished job {costs['get_finished_job']:.2f} ms (goal <= 0.7)"
+        )

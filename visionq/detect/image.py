@@ -92,13 +92,14 @@ def probe_image(data: bytes, *, max_pixels: int) -> ImageInfo:
 def _missing_end(data: bytes, fmt: str, im: ImageFile.ImageFile) -> str | None:
     """What a cheap look at the end of `data` finds missing, or None when it looks whole."""
     if fmt == "JPEG":
-        # Markers cannot occur inside entropy-coded data (an 0xFF there is stuffed as FF 00), so the
-        # last start-of-scan is the image's last scan, and a whole file has an end-of-image after it.
-        # An EXIF thumbnail's own markers come before the main image's.
-        last_scan = data.rfind(b"\xff\xda")
-        if last_scan < 0:
-            return "no scan data"
-        if data.find(b"\xff\xd9", last_scan) < 0:
+        # Markers cannot occur inside entropy-coded data (an 0xFF there is stuffed as FF 00), so a whole
+        # file has an end-of-image marker after its last start-of-scan. Searching from the end finds
+        # a whole file's end marker at once; in a cut-off one, the last end marker found is an EXIF
+        # thumbnail's (or none), with the main image's scan after it.
+        end = data.rfind(b"\xff\xd9")
+        if end < 0:
+            return "no end-of-image marker"
+        if data.find(b"\xff\xda", end) >= 0 or data.find(b"\xff\xda") < 0:
             return "no end-of-image marker after its last scan"
     elif fmt == "PNG":
         if data.rfind(b"IEND") < 0:

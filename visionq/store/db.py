@@ -13,7 +13,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, func, select
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from visionq.errors import DatabaseUnavailable, InvalidRequest
@@ -26,6 +26,9 @@ SQLITE_BUSY_TIMEOUT_S = 30
 # (IMMEDIATE): a DEFERRED transaction that reads and then writes fails at once with SQLITE_BUSY when
 # another writer got in between, and the busy timeout cannot help it. Pure reads opt into DEFERRED.
 SQLITE_BEGIN = "visionq_sqlite_begin"
+
+# A pooled PostgreSQL connection unused this long is pinged before it is handed out (_ping_when_idle).
+PING_AFTER_IDLE_S = 1.0
 
 # Seconds to connect to PostgreSQL before giving up.
 PG_CONNECT_TIMEOUT_S = 5
@@ -63,10 +66,38 @@ def create_engine_for(url: str) -> Engine:
         # A host that drops packets must cost a request seconds and a 503, not a hang (libpq's default
         # is to wait forever); a URL's own connect_timeout wins.
         connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
-        return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+        engine = create_engine(parsed, connect_args=connect_args)
+        _ping_when_idle(engine)
+        return engine
     if backend == "sqlite":
         return _sqlite_engine(parsed)
     raise InvalidRequest(f"unsupported database URL {parsed!r}: use postgresql:// or sqlite://")
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled connection before use only when it sat idle for `PING_AFTER_IDLE_S`.
+
+    SQLAlchemy's pool_pre_ping pings on every checkout: a round trip per request and per job step.
+    A connection in steady use has just proved itself; one that sat idle may have been dropped by a
+    restart or a firewall, and a failed ping hands out a fresh connection instead. A restart that
+    drops a busy connection fails its one statement: SQLAlchemy then invalidates the whole pool.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _taken(dbapi: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE_S:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi)
+        except Exception as exc:
+            raise DisconnectionError(f"an idle pooled connection is dead: {exc}") from exc
+        if not alive:
+            raise DisconnectionError("an idle pooled connection is dead")
 
 
 def _sqlite_engine(url: URL) -> Engine:

@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from visionq.api.deps import DecodeSlotsDep, ServicesDep, SettingsDep, StoreDep, SubmissionDep
 from visionq.api.errors import error_responses
@@ -28,6 +29,11 @@ MAX_PAGE = 100
 DEFAULT_PAGE = 20
 
 _UPLOAD_ERRORS = error_responses(400, 413, 415, 422, 503)
+
+
+def json_response(model: BaseModel, status_code: int = 200) -> Response:
+    """`model` as a JSON response, dumped by pydantic's serializer alone."""
+    return Response(model.model_dump_json(), status_code=status_code, media_type="application/json")
 
 
 def job_location(job_id: str) -> str:
@@ -54,10 +60,11 @@ def list_jobs(
     return JobList(jobs=[JobOut.of(job) for job in jobs], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", responses=error_responses(404, 503))
-def get_job(job_id: str, store: StoreDep) -> JobOut:
+@router.get("/{job_id}", response_model=JobOut, responses=error_responses(404, 503))
+def get_job(job_id: str, store: StoreDep) -> Response:
     """A job: its status, and its detections once it has succeeded."""
-    return JobOut.of(_job(store, job_id))
+    # Serialised here, once: FastAPI would validate the model it was handed again before dumping it.
+    return json_response(JobOut.of(_job(store, job_id)))
 
 
 @router.get(
