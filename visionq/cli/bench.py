@@ -337,7 +337,14 @@ def service(
             else None
         )
         costs = (
-            bench.api_costs(base, stack.pid("api"), max(blobs, key=lambda b: len(b[1])), gets=300, submits=50)
+            bench.api_costs(
+                base,
+                stack.pid("api"),
+                max(blobs, key=lambda b: len(b[1])),
+                gets=500,
+                submits=100,
+                worker_pid=stack.pid("worker"),
+            )
             if stack
             else None
         )

@@ -33,8 +33,10 @@ TRANSPORT: Final = "visionq.queue.embedded:Transport"
 # A message being written: a leading dot, so consumers (which read `<ms>_<uuid>.<queue>.msg`) skip it.
 _STAGING_SUFFIX: Final = ".part"
 
-# The folder is listed on every poll: 0.1 s keeps the added latency small for one listing per poll.
-POLL_INTERVAL_S = 0.1
+# An idle consumer lists the folder this often. Every wait for a message costs up to one interval: at
+# 0.1 s a worker child waited ~50 ms between jobs and `bench service` ran at half the RabbitMQ rate;
+# at 0.02 s an idle consumer lists a small folder 50 times a second (microseconds each).
+POLL_INTERVAL_S = 0.02
 
 # Events and control messages are worthless after seconds (RabbitMQ gives events a 5 s TTL, control
 # replies expire with their request); one ten minutes old has no live reader and never will.

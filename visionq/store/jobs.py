@@ -208,7 +208,12 @@ class JobStore:
 
     def succeed(self, job_id: str, *, detections: list[dict[str, Any]], timings_ms: dict[str, float]) -> bool:
         """Record the result of a running job; False (nothing written) when it is no longer running."""
-        return self._finish(job_id, status=JobStatus.SUCCEEDED, detections=detections, timings_ms=timings_ms)
+        key = canonical_job_id(job_id)
+        if key is None:
+            return False
+        with self._write() as conn:
+            values = {"job_id": key, "now": self._clock(), "detections": detections, "timings_ms": timings_ms}
+            return conn.execute(_SUCCEED, values).rowcount == 1
 
     def fail(
         self, job_id: str, *, code: ErrorCode, message: str, timings_ms: dict[str, float] | None = None
@@ -341,6 +346,16 @@ def _select_jobs() -> Select[Any]:
 # API CPU than running it (a GET went from 0.93 to 0.69 ms).
 _GET_JOB = _select_jobs().where(JobRow.id == bindparam("job_id"))
 _IMAGE_DATA = select(ImageRow.data).where(ImageRow.sha256 == bindparam("sha256"))
+_SUCCEED = (
+    update(JobRow)
+    .where(JobRow.id == bindparam("job_id"), JobRow.status == JobStatus.RUNNING.value)
+    .values(
+        status=JobStatus.SUCCEEDED.value,
+        finished_at=bindparam("now", type_=UTCDateTime()),
+        detections=bindparam("detections", type_=JobRow.detections.type),
+        timings_ms=bindparam("timings_ms", type_=JobRow.timings_ms.type),
+    )
+)
 # A queued job's claim is always a new delivery; a running one's only when `redelivery` says so.
 _CLAIM = (
     update(JobRow)

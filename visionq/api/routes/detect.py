@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from visionq.api.deps import ServicesDep, SubmissionDep
 from visionq.api.errors import error_responses
-from visionq.api.routes.jobs import job_location
+from visionq.api.routes.jobs import job_location, json_response
 from visionq.api.schemas import JobOut
 from visionq.api.submit import create_job
 
@@ -29,6 +29,7 @@ _TIMEOUT_DOC = f"Seconds to wait for the result (default {DEFAULT_TIMEOUT_S:g}, 
 
 @router.post(
     "/detect",
+    response_model=JobOut,
     responses={
         202: {"model": JobOut, "description": "Not finished in time; poll the job at `Location`."},
         **error_responses(400, 413, 415, 422, 503),
@@ -37,14 +38,13 @@ _TIMEOUT_DOC = f"Seconds to wait for the result (default {DEFAULT_TIMEOUT_S:g}, 
 async def detect(
     form: SubmissionDep,
     services: ServicesDep,
-    response: Response,
     timeout_form: Annotated[
         float | None, Form(alias="timeout", ge=0, le=MAX_TIMEOUT_S, description=_TIMEOUT_DOC)
     ] = None,
     timeout_query: Annotated[
         float | None, Query(alias="timeout", ge=0, le=MAX_TIMEOUT_S, description=_TIMEOUT_DOC)
     ] = None,
-) -> JobOut:
+) -> Response:
     """Detect objects in an image: 200 with the finished job, or 202 with the job if it takes too long."""
     timeout = next((t for t in (timeout_form, timeout_query) if t is not None), DEFAULT_TIMEOUT_S)
     waiter = services.waiters.expect()
@@ -53,7 +53,6 @@ async def detect(
         job = await services.waiters.wait(waiter, services.store, job, timeout)
     finally:
         waiter.close()
-    if not job.status.terminal:
-        response.status_code = 202
-        response.headers["Location"] = job_location(job.id)
-    return JobOut.of(job)
+    if job.status.terminal:
+        return json_response(JobOut.of(job))
+    return json_response(JobOut.of(job), 202, headers={"Location": job_location(job.id)})

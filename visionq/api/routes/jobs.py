@@ -31,21 +31,25 @@ DEFAULT_PAGE = 20
 _UPLOAD_ERRORS = error_responses(400, 413, 415, 422, 503)
 
 
-def json_response(model: BaseModel, status_code: int = 200) -> Response:
-    """`model` as a JSON response, dumped by pydantic's serializer alone."""
-    return Response(model.model_dump_json(), status_code=status_code, media_type="application/json")
+def json_response(
+    model: BaseModel, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """`model` as a JSON response, dumped once by pydantic's serializer (FastAPI would first validate
+    the model it was handed again: a measurable share of a GET's CPU)."""
+    return Response(
+        model.model_dump_json(), status_code=status_code, headers=headers, media_type="application/json"
+    )
 
 
 def job_location(job_id: str) -> str:
     return f"/v1/jobs/{job_id}"
 
 
-@router.post("", status_code=202, responses=_UPLOAD_ERRORS)
-def submit_job(form: SubmissionDep, services: ServicesDep, response: Response) -> JobOut:
+@router.post("", status_code=202, response_model=JobOut, responses=_UPLOAD_ERRORS)
+def submit_job(form: SubmissionDep, services: ServicesDep) -> Response:
     """Queue an image for detection; poll the job at its `Location`."""
     job = create_job(form, services)
-    response.headers["Location"] = job_location(job.id)
-    return JobOut.of(job)
+    return json_response(JobOut.of(job), 202, headers={"Location": job_location(job.id)})
 
 
 @router.get("", responses=error_responses(422, 503))
@@ -63,7 +67,6 @@ def list_jobs(
 @router.get("/{job_id}", response_model=JobOut, responses=error_responses(404, 503))
 def get_job(job_id: str, store: StoreDep) -> Response:
     """A job: its status, and its detections once it has succeeded."""
-    # Serialised here, once: FastAPI would validate the model it was handed again before dumping it.
     return json_response(JobOut.of(_job(store, job_id)))
 
 
