@@ -98,6 +98,12 @@ def tree_rss_mb(root: int) -> dict[int, float]:
     return sizes
 
 
+def own_cpu_s(pid: int) -> float:
+    """CPU seconds of process `pid` alone, its children not counted."""
+    stat = _stat(pid)
+    return 0.0 if stat is None else stat[1]
+
+
 def named_cpu_s(names: Iterable[str]) -> float:
     """CPU seconds of every process whose command name is one of `names` (and of its reaped children)."""
     wanted = set(names)
@@ -455,6 +461,7 @@ class Meters:
         return {
             "api": tree_cpu_s(self.api_pid),
             "worker": tree_cpu_s(self.worker_pid),
+            "worker_main": own_cpu_s(self.worker_pid),
             "broker": named_cpu_s(self.broker) if self.broker else 0.0,
             "database": named_cpu_s(self.database) if self.database else 0.0,
         }
