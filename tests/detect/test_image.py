@@ -167,6 +167,47 @@ def test_exif_orientation_6_swaps_the_size_and_puts_the_marker_where_the_user_se
     assert abs(top_left[0] - 128) < 10
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_jpeg_decoded_by_opencv_matches_pillow_s_decode_in_every_orientation(orientation: int) -> None:
+    rng = np.random.default_rng(orientation)
+    blocks = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8).repeat(16, axis=0).repeat(16, axis=1)
+    data = with_orientation(Image.fromarray(blocks), "JPEG", orientation)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"), dtype=int)
+
+    decoded = decode_image(data, max_pixels=LIMIT)
+
+    assert decoded.channels == "BGR"  # OpenCV's order; the detector swaps while building its input
+    rgb = np.asarray(decoded.image, dtype=int)
+    assert rgb.shape == expected.shape
+    assert (decoded.width, decoded.height) == (rgb.shape[1], rgb.shape[0])
+    assert np.abs(rgb - expected).max() <= 2  # the same libjpeg-turbo decode, up to its builds' rounding
+
+
+def test_a_jpeg_at_reduced_scale_and_a_grey_one_come_out_as_pillow_decodes_them() -> None:
+    photo = Image.fromarray(
+        np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8).repeat(40, 0).repeat(40, 1)
+    )  # 1600 x 1200
+    data = encode(photo, "JPEG", quality=90)
+    reduced = decode_image(data, max_pixels=LIMIT, min_size=(416, 416))
+    draft = Image.open(io.BytesIO(data))
+    draft.draft("RGB", (416, 416))
+    # 1/2 scale: at 1/4 it would be 300 high, less than the 416 asked for.
+    assert reduced.pixels.shape == (600, 800, 3) == (draft.size[1], draft.size[0], 3)
+    assert (
+        np.abs(np.asarray(reduced.image, dtype=int) - np.asarray(draft.convert("RGB"), dtype=int)).max() <= 2
+    )
+
+    grey = decode_image(encode(photo.convert("L"), "JPEG"), max_pixels=LIMIT)
+    assert grey.pixels.shape == (1200, 1600, 3)
+    assert np.array_equal(grey.pixels[..., 0], grey.pixels[..., 2])
+
+
+def test_a_cmyk_jpeg_is_left_to_pillow_which_undoes_adobe_s_inversion() -> None:
+    decoded = decode_image(encode(Image.new("CMYK", (8, 8), CMYK_RED), "JPEG"), max_pixels=LIMIT)
+    assert decoded.channels == "RGB"
+    assert_colour(decoded, (255, 0, 0), 12)
+
+
 @pytest.mark.parametrize("fmt", ["PNG", "WEBP", "TIFF"])
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_every_exif_orientation_matches_imageops_exif_transpose(orientation: int, fmt: str) -> None:

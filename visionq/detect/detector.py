@@ -112,7 +112,12 @@ class Detector:
     def prepare(self, decoded: DecodedImage) -> tuple[npt.NDArray[np.float32], preprocess.Frame]:
         """The network's input tensor for a decoded image, and where the image sits in it."""
         # Boxes map back to the full-resolution size: DCT scaling shrank only what was decoded.
-        return preprocess.fit(decoded.image, self.manifest.input, full_size=(decoded.width, decoded.height))
+        return preprocess.fit(
+            decoded.pixels,
+            self.manifest.input,
+            full_size=(decoded.width, decoded.height),
+            bgr=decoded.channels == "BGR",
+        )
 
     def _postprocess(
         self,

@@ -1,4 +1,10 @@
-"""Untrusted image bytes to an RGB Pillow image, refusing junk and bombs before any pixel is decoded."""
+"""Untrusted image bytes to pixels, refusing junk and bombs before any pixel is decoded.
+
+Pillow reads every header (format, size, EXIF orientation) and decodes every format but one: colour and
+grey JPEGs, most of what users send, are decoded by OpenCV's libjpeg-turbo straight into a BGR array.
+Through Pillow, a JPEG's pixels were unpacked into Pillow's own 4-byte layout and then copied out to
+numpy again, which cost bus.jpg 7.5 ms of CPU where OpenCV's decode and the resize take 4.0 ms.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,11 @@ import io
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, Final
+from typing import IO, Final, Literal
 
+import cv2
 import numpy as np
+import numpy.typing as npt
 from PIL import ExifTags, Image, ImageFile
 
 from visionq.errors import ErrorCode, InvalidImage
@@ -45,18 +53,38 @@ _TRANSPOSE: Final = {
 }
 
 
+Channels = Literal["RGB", "BGR"]
+
+# OpenCV's JPEG decode at 1/1, 1/2, 1/4, 1/8 scale (libjpeg's DCT scaling), EXIF left to visionq.
+_CV_SCALES: Final = {
+    1: cv2.IMREAD_COLOR,
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class DecodedImage:
-    """An image ready for the detector: RGB, as the user sees it, with its full-resolution size.
+    """An image ready for the detector, as the user sees it, with its full-resolution size.
 
-    `image` may be smaller than `width` x `height` when `decode_image` got `min_size` (JPEG DCT scaling).
+    `pixels` is H x W x 3 uint8 in `channels` order: BGR where OpenCV decoded it (the detector swaps the
+    channels while it builds its input, so no pass over the full-size image is spent on it). It may be
+    smaller than `width` x `height` when `decode_image` got `min_size` (JPEG DCT scaling).
     """
 
-    image: Image.Image
+    pixels: npt.NDArray[np.uint8]
     width: int
     height: int
     format: str
     content_type: str
+    channels: Channels = "RGB"
+
+    @property
+    def image(self) -> Image.Image:
+        """The pixels as a Pillow RGB image (a copy), for drawing on."""
+        rgb = self.pixels if self.channels == "RGB" else self.pixels[:, :, ::-1]
+        return Image.fromarray(np.ascontiguousarray(rgb))
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +158,9 @@ def decode_image(data: bytes, *, max_pixels: int, min_size: tuple[int, int] | No
     im, orientation = _open(data, max_pixels)
     fmt = _format(im)
     width, height = _as_seen(im.size, orientation)
+    if fmt == "JPEG" and im.mode in ("RGB", "L"):
+        pixels = _decode_jpeg(data, im, orientation, min_size)
+        return DecodedImage(pixels, width, height, fmt, _CONTENT_TYPES[fmt], channels="BGR")
     try:
         if min_size is not None and fmt == "JPEG":
             # draft() works on the stored axes, which orientations 5-8 swap.
@@ -145,7 +176,49 @@ def decode_image(data: bytes, *, max_pixels: int, min_size: tuple[int, int] | No
         raise InvalidImage(
             f"The {fmt} image is corrupt or truncated ({exc}).", code=ErrorCode.CORRUPT
         ) from exc
-    return DecodedImage(rgb, width, height, fmt, _CONTENT_TYPES[fmt])
+    return DecodedImage(np.asarray(rgb), width, height, fmt, _CONTENT_TYPES[fmt])
+
+
+def _decode_jpeg(
+    data: bytes, im: ImageFile.ImageFile, orientation: int, min_size: tuple[int, int] | None
+) -> npt.NDArray[np.uint8]:
+    """A colour or grey JPEG decoded by OpenCV to BGR, at the DCT scale Pillow's draft() would pick,
+    turned as its EXIF orientation says."""
+    missing = _missing_end(data, "JPEG", im)
+    if missing:  # libjpeg fills a cut-off file with grey where Pillow refuses it: refuse it too
+        raise InvalidImage(f"The JPEG image is truncated ({missing}).", code=ErrorCode.CORRUPT)
+    scale = 1
+    if min_size is not None:
+        want_w, want_h = min_size if orientation < 5 else (min_size[1], min_size[0])
+        ratio = min(im.size[0] // max(1, want_w), im.size[1] // max(1, want_h))
+        scale = next(s for s in (8, 4, 2, 1) if ratio >= s)
+    flags = _CV_SCALES[scale] | cv2.IMREAD_IGNORE_ORIENTATION
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if bgr is None or bgr.ndim != 3:
+        raise InvalidImage(
+            "The JPEG image is corrupt (its pixels cannot be decoded).", code=ErrorCode.CORRUPT
+        )
+    pixels: npt.NDArray[np.uint8] = np.asarray(bgr, dtype=np.uint8)
+    if orientation in _TRANSPOSE:
+        pixels = np.ascontiguousarray(_turn(pixels, orientation))
+    return pixels
+
+
+def _turn(pixels: npt.NDArray[np.uint8], orientation: int) -> npt.NDArray[np.uint8]:
+    """What Pillow's transpose for `orientation` (see _TRANSPOSE) does, on an H x W x C array."""
+    if orientation == 2:
+        return pixels[:, ::-1]
+    if orientation == 3:
+        return pixels[::-1, ::-1]
+    if orientation == 4:
+        return pixels[::-1]
+    if orientation == 5:
+        return pixels.transpose(1, 0, 2)
+    if orientation == 6:
+        return np.rot90(pixels, k=-1)
+    if orientation == 7:
+        return pixels.transpose(1, 0, 2)[::-1, ::-1]
+    return np.rot90(pixels, k=1)  # 8
 
 
 def _open(data: bytes, max_pixels: int) -> tuple[ImageFile.ImageFile, int]:

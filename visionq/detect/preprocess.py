@@ -41,25 +41,28 @@ class Frame:
 
 
 def fit(
-    image: Image.Image, spec: InputSpec, *, full_size: tuple[int, int]
+    image: Image.Image | Pixels, spec: InputSpec, *, full_size: tuple[int, int], bgr: bool = False
 ) -> tuple[npt.NDArray[np.float32], Frame]:
-    """The network's input tensor for an RGB image, and where the image sits in it.
+    """The network's input tensor (RGB) for an image, and where the image sits in it.
 
-    `full_size` is the image's size as the user sees it, which boxes map back to: `image` itself may be
-    smaller (a JPEG decoded at reduced scale).
+    `image` is a Pillow RGB image or H x W x 3 pixels, RGB or (`bgr`) BGR: resizing and padding do not
+    care, and the channels are swapped while the tensor is built. `full_size` is the image's size as
+    the user sees it, which boxes map back to: `image` itself may be smaller (a JPEG decoded at reduced
+    scale).
     """
-    pixels = np.asarray(image)
+    pixels = np.asarray(image) if isinstance(image, Image.Image) else image
     if spec.preprocess == "letterbox":
         fitted, frame = letterbox(pixels, spec.width, spec.height, full_size=full_size)
     else:
         fitted, frame = resize(pixels, spec.width, spec.height, full_size=full_size)
-    return to_tensor(fitted), frame
+    return to_tensor(fitted, bgr=bgr), frame
 
 
-def to_tensor(pixels: Pixels) -> npt.NDArray[np.float32]:
-    """RGB HWC uint8 → float32 NCHW in [0, 1], in one pass."""
+def to_tensor(pixels: Pixels, *, bgr: bool = False) -> npt.NDArray[np.float32]:
+    """HWC uint8 → RGB float32 NCHW in [0, 1], in one pass (BGR pixels are read channel-reversed)."""
     out = np.empty((1, 3, pixels.shape[0], pixels.shape[1]), dtype=np.float32)
-    np.multiply(pixels.transpose(2, 0, 1), np.float32(1 / 255), out=out[0], casting="unsafe")
+    chw = pixels.transpose(2, 0, 1)
+    np.multiply(chw[::-1] if bgr else chw, np.float32(1 / 255), out=out[0], casting="unsafe")
     return out
 
 
