@@ -66,6 +66,7 @@ def test_bench_service_starts_a_stack_measures_it_and_writes_its_report(
     report = tmp_path / "report.json"
 
     args = ["bench", "service", "--broker", "embedded", "-n", "6", "--concurrency", "2", "--workers", "1"]
+    args += ["--backlog", "12"]
     run = CliRunner().invoke(app, [*args, "--report", str(report)])
 
     assert run.exit_code == 0, run.output
@@ -92,3 +93,7 @@ def test_bench_service_starts_a_stack_measures_it_and_writes_its_report(
     assert found["throughput_vs_detector"] > 0 and found["service_cpu_vs_detector"] > 0
     assert found["api_cpu_ms"]["submit"] > 0 and found["api_cpu_ms"]["get_finished_job"] > 0
     assert len(found["rss_mb"]["worker_children"]) == 1
+    backlog = found["backlog"]
+    assert backlog["jobs"] == 12 and backlog["drain_s"] > 0 and backlog["drain_jobs_per_s"] > 0
+    assert backlog["submit_ms"]["p50"] > 0 and backlog["get_queued_job_ms"]["p99"] > 0
+    assert "with 12 jobs queued (worker paused)" in run.stdout

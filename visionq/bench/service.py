@@ -469,3 +469,99 @@ class Meters:
 
 def cpu_delta(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
     return {k: after[k] - before[k] for k in before}
+
+
+# ---- a deep queue --------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class BacklogResult:
+    """The API with `jobs` queued ahead (the worker paused), then the worker draining them."""
+
+    jobs: int
+    submit_ms: list[float] = field(default_factory=list)  # client wall time of each queued submit
+    get_ms: list[float] = field(default_factory=list)  # GET of a queued job, with the backlog in place
+    list_ms: list[float] = field(default_factory=list)  # GET /v1/jobs?status=queued, first page
+    api_cpu_ms_per_submit: float = 0.0
+    drain_s: float = 0.0  # worker resumed → the last queued job finished
+
+    @property
+    def drain_jobs_per_second(self) -> float:
+        return self.jobs / self.drain_s if self.drain_s else 0.0
+
+
+def run_backlog(
+    base_url: str,
+    images: Sequence[tuple[str, bytes]],
+    *,
+    jobs: int,
+    concurrency: int,
+    api_pid: int,
+    worker_pid: int,
+    on_done: Callable[[], None] = lambda: None,
+    probes: int = 200,
+) -> BacklogResult:
+    """Queue `jobs` jobs with the worker paused, time the API over that backlog, then let it drain."""
+    result = BacklogResult(jobs=jobs)
+    lock = threading.Lock()
+    ids: list[str] = []
+    local = threading.local()
+    clients: list[httpx.Client] = []
+
+    def client() -> httpx.Client:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(base_url=base_url, timeout=_JOB_TIMEOUT_S)
+            with lock:
+                clients.append(local.client)
+        c: httpx.Client = local.client
+        return c
+
+    def submit(i: int) -> None:
+        name, data = images[i % len(images)]
+        sent = time.perf_counter()
+        response = client().post("/v1/jobs", files={"image": (name, data)})
+        elapsed = (time.perf_counter() - sent) * 1000
+        if response.status_code != 202:
+            raise RuntimeError(f"a submit was refused: {response.status_code} {response.text}")
+        with lock:
+            ids.append(response.json()["id"])
+            result.submit_ms.append(elapsed)
+        on_done()
+
+    _signal_group(worker_pid, signal.SIGSTOP)
+    try:
+        cpu = tree_cpu_s(api_pid)
+        try:
+            with ThreadPoolExecutor(max_workers=concurrency) as pool:
+                list(pool.map(submit, range(jobs)))
+        finally:
+            for c in clients:
+                c.close()
+        result.api_cpu_ms_per_submit = (tree_cpu_s(api_pid) - cpu) * 1000 / jobs
+        with httpx.Client(base_url=base_url, timeout=_JOB_TIMEOUT_S) as probe:
+            for k in range(probes):
+                sent = time.perf_counter()
+                probe.get(f"/v1/jobs/{ids[k * len(ids) // probes]}").raise_for_status()
+                result.get_ms.append((time.perf_counter() - sent) * 1000)
+                sent = time.perf_counter()
+                probe.get("/v1/jobs", params={"status": "queued", "limit": 20}).raise_for_status()
+                result.list_ms.append((time.perf_counter() - sent) * 1000)
+    finally:
+        _signal_group(worker_pid, signal.SIGCONT)
+    started = time.perf_counter()
+    with httpx.Client(base_url=base_url, timeout=_JOB_TIMEOUT_S) as watch:
+        last = ids[-1]
+        deadline = time.monotonic() + max(_JOB_TIMEOUT_S, jobs * 1.0)
+        while time.monotonic() < deadline:
+            if watch.get(f"/v1/jobs/{last}").json()["status"] not in ("queued", "running"):
+                break
+            time.sleep(0.5)
+        else:
+            raise RuntimeError(f"the backlog of {jobs} jobs did not drain")
+        # Jobs run in about the order they were queued: the last one done means the rest are too.
+        remaining = watch.get("/v1/jobs", params={"status": "queued", "limit": 1}).json()["jobs"]
+        while remaining and time.monotonic() < deadline:
+            time.sleep(0.5)
+            remaining = watch.get("/v1/jobs", params={"status": "queued", "limit": 1}).json()["jobs"]
+    result.drain_s = time.perf_counter() - started
+    return result

@@ -255,6 +255,14 @@ def service(
     report: Annotated[
         Path | None, typer.Option(help="Where to write the JSON report; default under the data dir.")
     ] = None,
+    backlog: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=1_000_000,
+            help="Also queue this many jobs with the worker paused, time the API over them, then the drain.",
+        ),
+    ] = 0,
 ) -> None:
     """Jobs/s, latency, stages and CPU per job for each process of a visionq stack under load, beside the
     in-process detector on the same images; the ratios of the speed goals (README, Performance)."""
@@ -348,6 +356,19 @@ def service(
             if stack
             else None
         )
+        deep = None
+        if backlog and stack is not None:
+            with progress:
+                task = progress.add_task("backlog", total=backlog)
+                deep = bench.run_backlog(
+                    base,
+                    blobs,
+                    jobs=backlog,
+                    concurrency=concurrency,
+                    api_pid=stack.pid("api"),
+                    worker_pid=stack.pid("worker"),
+                    on_done=lambda: progress.advance(task),
+                )
     finally:
         if stack is not None:
             stack.stop()
@@ -365,6 +386,7 @@ def service(
         "throughput_vs_detector": result.jobs_per_second / baseline_rate,
         "api_cpu_ms": {"submit": costs[0], "get_finished_job": costs[1]} if costs else None,
         "rss_mb": rss,
+        "backlog": _backlog_figures(deep) if deep else None,
     }
     _print_service(result, figures, blobs)
     document = {
@@ -395,6 +417,25 @@ def service(
     out.print(f"report: {path}")
     if result.unfinished or result.refused or result.failed:
         raise typer.Exit(1)
+
+
+def _backlog_figures(deep: object) -> dict[str, Any]:
+    from visionq.bench.service import BacklogResult, percentile
+
+    assert isinstance(deep, BacklogResult)
+
+    def spread(values: list[float]) -> dict[str, float]:
+        return {f"p{q}": percentile(values, q) for q in (50, 99)}
+
+    return {
+        "jobs": deep.jobs,
+        "submit_ms": spread(deep.submit_ms),
+        "get_queued_job_ms": spread(deep.get_ms),
+        "list_queued_page_ms": spread(deep.list_ms),
+        "api_cpu_ms_per_submit": deep.api_cpu_ms_per_submit,
+        "drain_s": deep.drain_s,
+        "drain_jobs_per_s": deep.drain_jobs_per_second,
+    }
 
 
 _LOCAL_BROKERS = {"rabbitmq": "amqp://guest:guest@127.0.0.1:5672//", "redis": "redis://127.0.0.1:6379/0"}
@@ -453,6 +494,16 @@ def _print_service(result: object, figures: dict[str, Any], blobs: list[tuple[st
         out.print(
             f"resident memory (MB): api {rss['api']:.0f}, worker main {rss['worker_main']:.0f}, "
             f"worker children {children}"
+        )
+    if figures["backlog"]:
+        b = figures["backlog"]
+        out.print(
+            f"with {b['jobs']} jobs queued (worker paused), response times p50/p99 (ms): submit "
+            f"{b['submit_ms']['p50']:.1f}/{b['submit_ms']['p99']:.1f}, GET of a queued job "
+            f"{b['get_queued_job_ms']['p50']:.1f}/{b['get_queued_job_ms']['p99']:.1f}, first page of "
+            f"?status=queued {b['list_queued_page_ms']['p50']:.1f}/{b['list_queued_page_ms']['p99']:.1f}; "
+            f"API CPU per submit {b['api_cpu_ms_per_submit']:.2f} ms; drained in {b['drain_s']:.1f} s "
+            f"({b['drain_jobs_per_s']:.1f} jobs/s): the last job queued waited that long"
         )
     if figures["api_cpu_ms"]:
         biggest = max(blobs, key=lambda b: len(b[1]))
