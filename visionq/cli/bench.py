@@ -268,6 +268,8 @@ def service(
     in-process detector on the same images; the ratios of the speed goals (README, Performance)."""
     import json
     import platform
+    import signal
+    import sys
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -313,6 +315,8 @@ def service(
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=out
     )
+    # SIGTERM (a `timeout`, a CI runner) unwinds like Ctrl-C, so the stack it started is stopped too.
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         if stack is not None:
             stack.start()
@@ -372,6 +376,7 @@ def service(
     finally:
         if stack is not None:
             stack.stop()
+        signal.signal(signal.SIGTERM, previous)
 
     per_job = {k: v * 1000 / max(1, result.succeeded) for k, v in used.items()}
     per_job["client"] = result.client_cpu_s * 1000 / max(1, result.succeeded)
