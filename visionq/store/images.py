@@ -5,16 +5,24 @@ from __future__ import annotations
 from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import Connection, delete, exists, select
+from sqlalchemy import Connection, bindparam, delete, exists, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from visionq.store.tables import ImageRow, JobRow
 from visionq.store.types import ImageIn
 
+# Built once (composing a statement per call costs more CPU than running it).
+_PRESENT = select(ImageRow.sha256).where(ImageRow.sha256 == bindparam("sha256"))
+# ON CONFLICT DO NOTHING: two uploads of the same new image at once both succeed.
+_INSERT = {
+    "postgresql": postgresql.insert(ImageRow).on_conflict_do_nothing(),
+    "sqlite": sqlite.insert(ImageRow).on_conflict_do_nothing(),
+}
+
 
 def insert_if_absent(conn: Connection, image: ImageIn, now: datetime) -> None:
     """Store the image unless an image with its sha256 already is; race-safe."""
-    present = conn.execute(select(ImageRow.sha256).where(ImageRow.sha256 == image.sha256)).first()
+    present = conn.execute(_PRESENT, {"sha256": image.sha256}).first()
     if present is not None:
         return  # don't ship the bytes again
     values = {
@@ -26,11 +34,7 @@ def insert_if_absent(conn: Connection, image: ImageIn, now: datetime) -> None:
         "data": image.data,
         "created_at": now,
     }
-    # ON CONFLICT DO NOTHING: two uploads of the same new image at once both succeed.
-    if conn.dialect.name == "postgresql":
-        conn.execute(postgresql.insert(ImageRow).values(values).on_conflict_do_nothing())
-    else:
-        conn.execute(sqlite.insert(ImageRow).values(values).on_conflict_do_nothing())
+    conn.execute(_INSERT[conn.dialect.name], values)
 
 
 def lock(conn: Connection, shas: Collection[str]) -> None:
