@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -119,3 +120,29 @@ def failing_statements(
         yield failed
     finally:
         event.remove(engine, "do_execute", fail)
+
+
+class Heard:
+    """What a job-events listener was told, from its thread: (job id, status) changes and gaps."""
+
+    def __init__(self) -> None:
+        self.changes: list[tuple[str, str]] = []
+        self.gaps = 0
+        self._lock = threading.Lock()
+
+    def change(self, job_id: str, status: str) -> None:
+        with self._lock:
+            self.changes.append((job_id, status))
+
+    def gap(self) -> None:
+        with self._lock:
+            self.gaps += 1
+
+    def of(self, job_id: str) -> list[str]:
+        """The statuses heard for `job_id`, in order."""
+        with self._lock:
+            return [status for jid, status in self.changes if jid == job_id]
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.changes)

@@ -53,36 +53,43 @@ def queued(store: JobStore) -> Job:
     return store.create(image=image, model="yolov4-tiny", params={})
 
 
-def finish_in_thread(store: JobStore, job_id: str, then: Callable[[], None]) -> threading.Thread:
-    def run() -> None:
-        store.claim(job_id, worker="w")
-        store.fail(job_id, code=ErrorCode.CORRUPT, message="x")
-        then()
+def wait(
+    waiters: JobWaiters, store: JobStore, job: Job, *, timeout: float, meanwhile: Callable[[], None]
+) -> Job:
+    """Wait for `job` as /v1/detect does (a waiter registered first), while `meanwhile` runs in a thread."""
 
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
+    async def scenario() -> Job:
+        waiter = waiters.expect()
+        waiter.register(job.id)
+        thread = threading.Thread(target=meanwhile)
+        thread.start()
+        try:
+            return await waiters.wait(waiter, store, job, timeout=timeout)
+        finally:
+            waiter.close()
+            thread.join()
+
+    return asyncio.run(scenario())
+
+
+def finish(store: JobStore, job_id: str) -> None:
+    store.claim(job_id, worker="w")
+    store.fail(job_id, code=ErrorCode.CORRUPT, message="x")
 
 
 def test_a_waiter_wakes_on_its_job_s_change_and_reads_it_once(store: CountingStore) -> None:
     events = ManualEvents()
     waiters = JobWaiters(events)
-    job = queued(store)
+    job, other = queued(store), queued(store)
 
-    async def scenario() -> Job:
-        waiter = waiters.expect()
-        waiter.register(job.id)
+    def worker() -> None:
         assert events.on_change is not None
-        other = queued(store)
         events.on_change(other.id, "running")  # another job's change wakes nobody here
-        thread = finish_in_thread(store, job.id, lambda: events.on_change(job.id, "failed"))  # type: ignore[misc]
-        try:
-            return await waiters.wait(waiter, store, job, timeout=30)
-        finally:
-            waiter.close()
-            thread.join()
+        finish(store, job.id)
+        events.on_change(job.id, "failed")
 
-    done = asyncio.run(scenario())
+    done = wait(waiters, store, job, timeout=30, meanwhile=worker)
+
     assert done.status.value == "failed"
     assert store.reads == 1  # no loop of reads: one, when woken
     assert events.started == 1
@@ -94,35 +101,22 @@ def test_a_gap_wakes_every_waiter_to_read_again(store: CountingStore) -> None:
     waiters = JobWaiters(events)
     job = queued(store)
 
-    async def scenario() -> Job:
-        waiter = waiters.expect()
-        waiter.register(job.id)
+    def worker() -> None:
+        finish(store, job.id)
         # The change itself went unheard (the listener was reconnecting): only the gap is reported.
-        thread = finish_in_thread(store, job.id, lambda: events.on_gap())  # type: ignore[misc]
-        try:
-            return await waiters.wait(waiter, store, job, timeout=30)
-        finally:
-            waiter.close()
-            thread.join()
+        assert events.on_gap is not None
+        events.on_gap()
 
-    assert asyncio.run(scenario()).status.value == "failed"
+    assert wait(waiters, store, job, timeout=30, meanwhile=worker).status.value == "failed"
+    assert store.reads == 1
 
 
 def test_with_no_news_the_job_is_read_once_at_the_deadline(store: CountingStore) -> None:
     waiters = JobWaiters(ManualEvents())
     job = queued(store)
-    store.claim(job.id, worker="w")
-    store.fail(job.id, code=ErrorCode.CORRUPT, message="x")  # finished, and nobody said so
+    finish(store, job.id)  # finished, and nobody said so
 
-    async def scenario() -> Job:
-        waiter = waiters.expect()
-        waiter.register(job.id)
-        try:
-            return await waiters.wait(waiter, store, job, timeout=0.2)
-        finally:
-            waiter.close()
-
-    assert asyncio.run(scenario()).status.value == "failed"
+    assert wait(waiters, store, job, timeout=0.2, meanwhile=lambda: None).status.value == "failed"
     assert store.reads == 1
 
 
@@ -131,19 +125,13 @@ def test_a_job_deleted_while_waited_for_is_not_found(store: CountingStore) -> No
     waiters = JobWaiters(events)
     job = queued(store)
 
-    async def scenario() -> None:
-        waiter = waiters.expect()
-        waiter.register(job.id)
+    def delete() -> None:
         store.discard(job.id)
         assert events.on_change is not None
         events.on_change(job.id, "cancelled")
-        try:
-            await waiters.wait(waiter, store, job, timeout=30)
-        finally:
-            waiter.close()
 
     with pytest.raises(NotFound):
-        asyncio.run(scenario())
+        wait(waiters, store, job, timeout=30, meanwhile=delete)
     assert waiters.waiting == 0
 
 

@@ -18,19 +18,26 @@ from visionq.system import has_vnni
 pytestmark = pytest.mark.slow
 
 
-def test_quantize_then_bench_prints_every_contender_and_the_int8_agreement(
+@pytest.fixture
+def cli_data_dir(
     tmp_path: Path, model_cache: ModelCache, sample_paths: dict[str, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    data_dir = tmp_path / "data"
-    shutil.copytree(model_cache.root, data_dir / "models")
-    shutil.copytree(sample_paths["bus.jpg"].parent, data_dir / "samples")
-    monkeypatch.setenv("VISIONQ_DATA_DIR", str(data_dir))
-    monkeypatch.setenv("COLUMNS", "200")
+) -> Path:
+    """A data dir of this test's own with the model and the sample photos, the CLI pointed at it."""
+    folder = tmp_path / "data"
+    shutil.copytree(model_cache.root, folder / "models")
+    shutil.copytree(sample_paths["bus.jpg"].parent, folder / "samples")
+    monkeypatch.setenv("VISIONQ_DATA_DIR", str(folder))
+    monkeypatch.delenv("VISIONQ_DATABASE_URL", raising=False)
+    monkeypatch.setenv("COLUMNS", "200")  # Rich's tables whole, on one line per row
+    return folder
+
+
+def test_quantize_then_bench_prints_every_contender_and_the_int8_agreement(cli_data_dir: Path) -> None:
     runner = CliRunner()
 
     quantized = runner.invoke(app, ["models", "quantize"])
     assert quantized.exit_code == 0, quantized.output
-    manifest, _ = ModelCache(data_dir / "models").get("yolov4-tiny-int8")
+    manifest, _ = ModelCache(cli_data_dir / "models").get("yolov4-tiny-int8")
     # By default the weights are 7-bit exactly when this machine's CPU has no VNNI.
     assert ("7-bit weights" in manifest.source) is not has_vnni(), manifest.source
 
@@ -55,14 +62,8 @@ def test_quantize_then_bench_prints_every_contender_and_the_int8_agreement(
 
 
 def test_bench_service_starts_a_stack_measures_it_and_writes_its_report(
-    tmp_path: Path, model_cache: ModelCache, sample_paths: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+    cli_data_dir: Path, tmp_path: Path
 ) -> None:
-    data_dir = tmp_path / "data"
-    shutil.copytree(model_cache.root, data_dir / "models")
-    shutil.copytree(sample_paths["bus.jpg"].parent, data_dir / "samples")
-    monkeypatch.setenv("VISIONQ_DATA_DIR", str(data_dir))
-    monkeypatch.delenv("VISIONQ_DATABASE_URL", raising=False)
-    monkeypatch.setenv("COLUMNS", "200")
     report = tmp_path / "report.json"
 
     args = ["bench", "service", "--broker", "embedded", "-n", "6", "--concurrency", "2", "--workers", "1"]

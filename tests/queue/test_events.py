@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import functools
 import json
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from celery import Celery
 
-from tests.helpers import wait_until
+from tests.helpers import Heard, wait_until
 from visionq.config import Settings
 from visionq.queue import create_celery_app
 from visionq.queue.events import EXCHANGE, BrokerJobEvents, announce
@@ -21,21 +20,6 @@ BROKERS = [
     pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
     pytest.param("redis", marks=pytest.mark.redis),
 ]
-
-
-class Heard:
-    def __init__(self) -> None:
-        self.changes: list[tuple[str, str]] = []
-        self.gaps = 0
-        self._lock = threading.Lock()
-
-    def change(self, job_id: str, status: str) -> None:
-        with self._lock:
-            self.changes.append((job_id, status))
-
-    def gap(self) -> None:
-        with self._lock:
-            self.gaps += 1
 
 
 @pytest.fixture(params=BROKERS)
@@ -53,7 +37,7 @@ def celery_app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Celer
 
 
 def _heard(heard: Heard, count: int) -> bool:
-    return len(heard.changes) == count
+    return heard.count() == count
 
 
 def _listen(app: Celery) -> tuple[BrokerJobEvents, Heard]:

@@ -2,40 +2,18 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine, text, update
 
-from tests.helpers import wait_until
+from tests.helpers import Heard, wait_until
 from visionq.errors import ErrorCode
 from visionq.store import ImageIn, JobStore
 from visionq.store.events import PostgresJobEvents
 from visionq.store.tables import JobRow
 
 pytestmark = pytest.mark.postgres
-
-
-class Heard:
-    """What a listener was told, in order, from its thread."""
-
-    def __init__(self) -> None:
-        self.changes: list[tuple[str, str]] = []
-        self.gaps = 0
-        self._lock = threading.Lock()
-
-    def change(self, job_id: str, status: str) -> None:
-        with self._lock:
-            self.changes.append((job_id, status))
-
-    def gap(self) -> None:
-        with self._lock:
-            self.gaps += 1
-
-    def of(self, job_id: str) -> list[str]:
-        with self._lock:
-            return [status for jid, status in self.changes if jid == job_id]
 
 
 @pytest.fixture

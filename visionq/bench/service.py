@@ -296,6 +296,31 @@ def percentile(values: Sequence[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[max(0, min(98, round(q) - 1))]
 
 
+class _ThreadClients:
+    """One keep-alive HTTP client per calling thread (`clients()`), all closed on leaving the block."""
+
+    def __init__(self, base_url: str) -> None:
+        self._base_url = base_url
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: list[httpx.Client] = []
+
+    def __call__(self) -> httpx.Client:
+        found: httpx.Client | None = getattr(self._local, "client", None)
+        if found is None:
+            found = self._local.client = httpx.Client(base_url=self._base_url, timeout=_JOB_TIMEOUT_S)
+            with self._lock:
+                self._all.append(found)
+        return found
+
+    def __enter__(self) -> _ThreadClients:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for c in self._all:
+            c.close()
+
+
 def run_load(
     base_url: str,
     images: Sequence[tuple[str, bytes]],
@@ -309,16 +334,7 @@ def run_load(
     result = LoadResult(jobs=jobs)
     lock = threading.Lock()
     counter = iter(range(jobs))
-    local = threading.local()
-    clients: list[httpx.Client] = []
-
-    def client() -> httpx.Client:
-        if not hasattr(local, "client"):
-            local.client = httpx.Client(base_url=base_url, timeout=_JOB_TIMEOUT_S)
-            with lock:
-                clients.append(local.client)
-        c: httpx.Client = local.client
-        return c
+    client = _ThreadClients(base_url)
 
     def one(i: int) -> None:
         name, data = images[i % len(images)]
@@ -343,13 +359,9 @@ def run_load(
             one(i)
 
     cpu_before, started = self_cpu_s(), time.perf_counter()
-    try:
-        with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            for future in [pool.submit(loop) for _ in range(concurrency)]:
-                future.result()
-    finally:
-        for c in clients:
-            c.close()
+    with client, ThreadPoolExecutor(max_workers=concurrency) as pool:
+        for future in [pool.submit(loop) for _ in range(concurrency)]:
+            future.result()
     result.wall_s = time.perf_counter() - started
     result.client_cpu_s = self_cpu_s() - cpu_before
     return result
@@ -511,16 +523,7 @@ def run_backlog(
     result = BacklogResult(jobs=jobs)
     lock = threading.Lock()
     ids: list[str] = []
-    local = threading.local()
-    clients: list[httpx.Client] = []
-
-    def client() -> httpx.Client:
-        if not hasattr(local, "client"):
-            local.client = httpx.Client(base_url=base_url, timeout=_JOB_TIMEOUT_S)
-            with lock:
-                clients.append(local.client)
-        c: httpx.Client = local.client
-        return c
+    client = _ThreadClients(base_url)
 
     def submit(i: int) -> None:
         name, data = images[i % len(images)]
@@ -537,12 +540,8 @@ def run_backlog(
     _signal_group(worker_pid, signal.SIGSTOP)
     try:
         cpu = tree_cpu_s(api_pid)
-        try:
-            with ThreadPoolExecutor(max_workers=concurrency) as pool:
-                list(pool.map(submit, range(jobs)))
-        finally:
-            for c in clients:
-                c.close()
+        with client, ThreadPoolExecutor(max_workers=concurrency) as pool:
+            list(pool.map(submit, range(jobs)))
         result.api_cpu_ms_per_submit = (tree_cpu_s(api_pid) - cpu) * 1000 / jobs
         with httpx.Client(base_url=base_url, timeout=_JOB_TIMEOUT_S) as probe:
             for k in range(probes):
