@@ -123,7 +123,7 @@ def test_the_command_lines_help_loads_no_inference_runtime_database_or_web_frame
     )
 
     assert "visionq.cli" in loaded
-    assert not {"onnxruntime", "onnx", "cv2", "numpy", "sqlalchemy", "celery", "fastapi"} & loaded
+    assert not {"onnxruntime", "openvino", "onnx", "cv2", "numpy", "sqlalchemy", "celery", "fastapi"} & loaded
 
 
 def test_the_api_process_loads_no_inference_runtime(tmp_path: Path) -> None:
@@ -133,4 +133,5 @@ def test_the_api_process_loads_no_inference_runtime(tmp_path: Path) -> None:
     )
 
     assert {"visionq.api.app", "fastapi", "celery", "sqlalchemy"} <= loaded
-    assert not {"onnxruntime", "onnx", "visionq.worker", "visionq.detect.detector"} & loaded
+    runtimes = {"onnxruntime", "openvino", "onnx", "visionq.detect.engines", "visionq.detect.detector"}
+    assert not (runtimes | {"visionq.worker"}) & loaded
