@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -44,6 +46,10 @@ def test_up_runs_the_whole_service_and_stops_it_without_orphans(
         assert httpx.get(flower, timeout=10).status_code == 401
         workers = _flower_workers(flower, auth=("admin", "s3cret"))
         assert any(name.startswith("visionq@") for name in workers), workers
+        # Workers send task events only once Flower asks for them (every 5 s while it runs): the jobs
+        # that run while it watches are in its task list.
+        seen = _a_job_flower_lists(base, flower, samples["zidane.jpg"], auth=("admin", "s3cret"))
+        assert seen["name"] == "visionq.detect" and seen["state"] == "SUCCESS", seen
         assert processes_with_data_dir(data_dir), "the group's processes should be visible before the stop"
 
         up.send_signal(stop_signal)
@@ -53,6 +59,23 @@ def test_up_runs_the_whole_service_and_stops_it_without_orphans(
         assert "did not stop" not in procs.output("up"), procs.output("up")[-3000:]
     # Every process of the group (api, worker and its pool, beat, flower) is gone.
     wait_until(lambda: not processes_with_data_dir(data_dir), timeout_s=10, what="every process gone")
+
+
+def _a_job_flower_lists(base: str, flower: str, image: bytes, *, auth: tuple[str, str]) -> dict[str, Any]:
+    """Run jobs until Flower's task list shows one of them (events on); that task's entry."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        job = httpx.post(
+            f"{base}/v1/detect", files={"image": ("z.jpg", image)}, data={"timeout": "30"}, timeout=60
+        ).json()
+        assert job["status"] == "succeeded", job
+        for _ in range(10):
+            tasks = httpx.get(f"{flower}/api/tasks", auth=auth, timeout=10).json()
+            if job["id"] in tasks and tasks[job["id"]].get("state") == "SUCCESS":
+                task: dict[str, Any] = tasks[job["id"]]
+                return task
+            time.sleep(0.3)
+    pytest.fail("Flower listed none of the jobs run within 60 s")
 
 
 def _wait_http(url: str, *, auth: tuple[str, str], timeout: float = 60) -> None:
