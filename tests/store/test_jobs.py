@@ -245,6 +245,22 @@ def test_claim_of_a_finished_job_returns_none_and_changes_nothing(store: JobStor
 def test_claim_of_a_missing_job_returns_none(store: JobStore) -> None:
     assert store.claim(str(uuid.uuid4()), worker="w") is None
     assert store.claim("nonsense", worker="w") is None
+    assert store.claim_with_image(str(uuid.uuid4()), worker="w") is None
+
+
+def test_a_claim_with_its_image_is_the_claim_plus_the_image_s_bytes(store: JobStore) -> None:
+    image = make_image(b"\x89PNG the worker's bytes")
+    job = store.create(image=image, model="yolov4-tiny", params={})
+
+    claimed = store.claim_with_image(job.id, worker="host-a")
+
+    assert claimed is not None
+    running, data = claimed
+    assert data == image.data
+    assert (running.status, running.attempts, running.worker) == (JobStatus.RUNNING, 1, "host-a")
+    assert store.get(job.id) == running
+    assert store.succeed(job.id, detections=[], timings_ms={})
+    assert store.claim_with_image(job.id, worker="late") is None  # finished: nothing to run
 
 
 def test_of_many_racing_claims_exactly_one_is_the_first_delivery(store: JobStore) -> None:

@@ -197,6 +197,22 @@ class JobStore:
         database blip is the same delivery going on, not a worker that died. Claiming a queued job
         always counts one: when the blip came before the first claim, the retry is what delivers it.
         """
+        claimed = self._claim(job_id, worker=worker, delivery=delivery, then=_GET_JOB)
+        return None if claimed is None else _to_job(claimed)
+
+    def claim_with_image(
+        self, job_id: str, *, worker: str, delivery: bool = True
+    ) -> tuple[Job, bytes] | None:
+        """`claim`, and the bytes of the job's image read with the job: what a worker needs, in one
+        statement fewer than `claim` and `image_data`."""
+        claimed = self._claim(job_id, worker=worker, delivery=delivery, then=_GET_JOB_WITH_IMAGE)
+        if claimed is None:
+            return None
+        values = dict(claimed._mapping)
+        data: bytes = values.pop("image_data")
+        return _job_of(values), data
+
+    def _claim(self, job_id: str, *, worker: str, delivery: bool, then: Select[Any]) -> Row[Any] | None:
         key = canonical_job_id(job_id)
         if key is None:
             return None
@@ -205,7 +221,8 @@ class JobStore:
                 _CLAIM,
                 {"job_id": key, "redelivery": 1 if delivery else 0, "now": self._clock(), "worker": worker},
             ).scalar_one_or_none()
-            return None if claimed is None else _fetch(conn, key)
+            # The inner join always finds the image: a job's image is deleted only with its last job.
+            return None if claimed is None else conn.execute(then, {"job_id": key}).one()
 
     def succeed(self, job_id: str, *, detections: list[dict[str, Any]], timings_ms: dict[str, float]) -> bool:
         """Record the result of a running job; False (nothing written) when it is no longer running."""
@@ -347,6 +364,7 @@ def _select_jobs() -> Select[Any]:
 # API CPU than running it (a GET went from 0.93 to 0.69 ms).
 _INSERT_JOB = insert(JobRow)
 _GET_JOB = _select_jobs().where(JobRow.id == bindparam("job_id"))
+_GET_JOB_WITH_IMAGE = _GET_JOB.add_columns(ImageRow.data.label("image_data"))
 _IMAGE_DATA = select(ImageRow.data).where(ImageRow.sha256 == bindparam("sha256"))
 _SUCCEED = (
     update(JobRow)
@@ -374,7 +392,10 @@ _CLAIM = (
 
 
 def _to_job(row: Row[Any]) -> Job:
-    values = dict(row._mapping)
+    return _job_of(dict(row._mapping))
+
+
+def _job_of(values: dict[str, Any]) -> Job:
     values["status"] = JobStatus(values["status"])
     return Job(**values)
 

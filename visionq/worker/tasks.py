@@ -17,7 +17,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.log import get_task_logger
 
 from visionq import constants
-from visionq.errors import ErrorCode, JobFailed, ServiceUnavailable, VisionqError
+from visionq.errors import ErrorCode, ServiceUnavailable, VisionqError
 from visionq.queue import JobPublisher, embedded, events
 from visionq.store import Job, JobStatus
 from visionq.worker.app import WorkerApp
@@ -130,15 +130,16 @@ def run_job(runtime: Runtime, job_id: str, *, worker: str, delivery: bool = True
     Returns the status this call wrote (succeeded or failed), None when it wrote no outcome.
     """
     started = time.perf_counter()
-    job = runtime.store.claim(job_id, worker=worker, delivery=delivery)
-    if job is None:
+    claimed = runtime.store.claim_with_image(job_id, worker=worker, delivery=delivery)
+    if claimed is None:
         logger.info("job %s is finished, cancelled or unknown: nothing to do", job_id)
         return None
+    job, data = claimed
     if job.attempts > constants.MAX_DELIVERIES:
         message = f"the job was delivered {job.attempts} times without finishing (its worker died each time)"
         return _fail(runtime, job, ErrorCode.TOO_MANY_ATTEMPTS, message)
     try:
-        return _detect_and_record(runtime, job, started)
+        return _detect_and_record(runtime, job, data, started)
     except SoftTimeLimitExceeded:
         # Raised wherever the task is when the limit expires, storing the result included: `fail`
         # writes nothing if that result was committed.
@@ -157,8 +158,8 @@ def run_job(runtime: Runtime, job_id: str, *, worker: str, delivery: bool = True
         return _fail(runtime, job, ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
 
 
-def _detect_and_record(runtime: Runtime, job: Job, started: float) -> JobStatus | None:
-    detections, stages = _detect(runtime, job)
+def _detect_and_record(runtime: Runtime, job: Job, data: bytes, started: float) -> JobStatus | None:
+    detections, stages = _detect(runtime, job, data)
     queue_wait = _queue_wait_ms(job)
     stages["queue_wait"] = queue_wait
     stages["total"] = round(queue_wait + (time.perf_counter() - started) * 1000, 3)
@@ -169,10 +170,7 @@ def _detect_and_record(runtime: Runtime, job: Job, started: float) -> JobStatus 
     return JobStatus.SUCCEEDED
 
 
-def _detect(runtime: Runtime, job: Job) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    data = runtime.store.image_data(job.image_sha256)
-    if data is None:
-        raise JobFailed("the job's image is gone (deleted or purged)", code=ErrorCode.IMAGE_MISSING)
+def _detect(runtime: Runtime, job: Job, data: bytes) -> tuple[list[dict[str, Any]], dict[str, float]]:
     detector = runtime.detector(job.model)
     logger.info("job %s: detecting with %s (delivery %d)", job.id, detector.name, job.attempts)
     params = job.params
