@@ -16,14 +16,25 @@ def available_cores() -> int:
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
     """The CPU's feature flags as Linux lists them (`avx2`, `avx512_vnni`, `amx_int8`...), or none."""
+    return frozenset((_cpuinfo_field(cpuinfo, "flags") or "").split())
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name as Linux gives it (`AMD EPYC`...), or `unknown`."""
+    return _cpuinfo_field(cpuinfo, "model name") or "unknown"
+
+
+def _cpuinfo_field(cpuinfo: Path, name: str) -> str | None:
+    """The first CPU's value of `name` in /proc/cpuinfo; None when unreadable or absent."""
     try:
         text = cpuinfo.read_text()
     except OSError:
-        return frozenset()
+        return None
     for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
+        key, _, value = line.partition(":")
+        if key.strip() == name:
+            return value.strip()
+    return None
 
 
 def has_vnni(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:

@@ -3,12 +3,13 @@
 `ServiceStack` starts `visionq api` and `visionq worker` on a broker and a database of the caller's
 choosing, in a scratch data dir that shares the user's model cache. `run_load` drives it over HTTP
 the cheapest way a client can wait (POST /v1/detect, woken by the job's end), and reads each job's own
-timestamps, so the stages are the service's. CPU time comes from /proc, per process tree: the API, the
-worker and its children, the broker's and the database's server processes, and the client itself.
+timestamps, so the stages are the service's. CPU time comes from /proc (through psutil), per process
+tree: the API, the worker and its children, the broker's and the database's servers, and the client.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -26,97 +27,72 @@ from pathlib import Path
 from typing import Any, Final
 
 import httpx
+import psutil
 
 # A job not finished this long after its submission counts as lost.
 _JOB_TIMEOUT_S: Final = 120.0
 _DETECT_TIMEOUT_S: Final = 60.0  # what /v1/detect is asked to wait (its maximum)
 _START_TIMEOUT_S: Final = 120.0
 
-# The server processes whose CPU counts as the broker's or the database's, by /proc/<pid>/comm.
+# The server processes whose CPU counts as the broker's or the database's, by process name.
 BROKER_PROCESSES: Final = {
     "rabbitmq": ("beam.smp", "erl_child_setup", "inet_gethost"),
     "redis": ("redis-server",),
 }
 DATABASE_PROCESSES: Final = ("postgres",)
 
-_CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
+
+# ---- CPU time and memory, from psutil (which reads /proc) ------------------------------------------
 
 
-# ---- CPU time from /proc ------------------------------------------------------------------------
-
-
-def _stat(pid: int) -> tuple[int, float, float] | None:
-    """(parent pid, own CPU s, reaped children's CPU s) of a process, None once it is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw[raw.rindex(")") + 2 :].split()  # after "pid (comm) ": state is fields[0]
-    ppid = int(fields[1])
-    own = (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-    children = (int(fields[13]) + int(fields[14])) / _CLOCK_TICKS
-    return ppid, own, children
-
-
-def _all_pids() -> list[int]:
-    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+def _cpu_s(process: psutil.Process, *, reaped: bool) -> float:
+    """CPU seconds of `process`, plus those of its children that ended and were reaped if `reaped`."""
+    times = process.cpu_times()
+    own: float = times.user + times.system
+    return own + (times.children_user + times.children_system if reaped else 0.0)
 
 
 def tree_cpu_s(root: int) -> float:
     """CPU seconds of `root` and all its descendants, those that ended and were reaped included."""
-    parents: dict[int, int] = {}
-    own: dict[int, float] = {}
-    reaped = 0.0
-    for pid in _all_pids():
-        stat = _stat(pid)
-        if stat is not None:
-            parents[pid], own[pid] = stat[0], stat[1]
-            if pid == root:
-                reaped = stat[2]
-    members, frontier = {root}, [root]
-    while frontier:
-        parent = frontier.pop()
-        for pid, ppid in parents.items():
-            if ppid == parent and pid not in members:
-                members.add(pid)
-                frontier.append(pid)
-    return sum(own.get(pid, 0.0) for pid in members) + reaped
+    try:
+        process = psutil.Process(root)
+        total = _cpu_s(process, reaped=True)
+        descendants = process.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return 0.0
+    for child in descendants:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += _cpu_s(child, reaped=False)
+    return total
 
 
 def tree_rss_mb(root: int) -> dict[int, float]:
     """Resident memory (MB) of `root` and each of its direct children, by pid."""
-    sizes = {}
-    for pid in _all_pids():
-        stat = _stat(pid)
-        if stat is not None and (pid == root or stat[0] == root):
-            try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        sizes[pid] = int(line.split()[1]) / 1024
-            except OSError:
-                continue
+    sizes: dict[int, float] = {}
+    with contextlib.suppress(psutil.NoSuchProcess):
+        process = psutil.Process(root)
+        for member in (process, *process.children()):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                sizes[member.pid] = member.memory_info().rss / 2**20
     return sizes
 
 
 def own_cpu_s(pid: int) -> float:
     """CPU seconds of process `pid` alone, its children not counted."""
-    stat = _stat(pid)
-    return 0.0 if stat is None else stat[1]
+    try:
+        return _cpu_s(psutil.Process(pid), reaped=False)
+    except psutil.NoSuchProcess:
+        return 0.0
 
 
 def named_cpu_s(names: Iterable[str]) -> float:
     """CPU seconds of every process whose command name is one of `names` (and of its reaped children)."""
     wanted = set(names)
     total = 0.0
-    for pid in _all_pids():
-        try:
-            comm = Path(f"/proc/{pid}/comm").read_text().strip()
-        except OSError:
-            continue
-        if comm in wanted:
-            stat = _stat(pid)
-            if stat is not None:
-                total += stat[1] + stat[2]
+    for process in psutil.process_iter(["name"]):
+        if process.info["name"] in wanted:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += _cpu_s(process, reaped=True)
     return total
 
 
@@ -167,6 +143,16 @@ class ServiceStack:
 
     def pid(self, name: str) -> int:
         return self._procs[name].pid
+
+    def rss_mb(self) -> dict[str, Any]:
+        """Resident memory (MB): the API's process tree, the worker's main process and each child."""
+        worker = self.pid("worker")
+        workers = tree_rss_mb(worker)
+        return {
+            "api": sum(tree_rss_mb(self.pid("api")).values()),
+            "worker_main": workers.get(worker, 0.0),
+            "worker_children": [mb for pid, mb in workers.items() if pid != worker],
+        }
 
     def log(self, name: str) -> str:
         path = self.scratch / f"{name}.log"
@@ -285,6 +271,11 @@ STAGES: Final = (
     "store",  # the worker's own reads and writes around the detection: claim → finished, less detection
     "response",  # finished → the client has the answer (the wake-up, the read, the HTTP response)
 )
+
+
+def mean(values: Sequence[float]) -> float:
+    """The mean; 0 for no values."""
+    return statistics.fmean(values) if values else 0.0
 
 
 def percentile(values: Sequence[float], q: float) -> float:

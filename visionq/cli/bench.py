@@ -15,6 +15,7 @@ from visionq.cli.common import load_detector, load_settings, out, reported_error
 
 if TYPE_CHECKING:
     from visionq.bench.detector import Agreement, Lane, LaneSpec
+    from visionq.bench.service import BacklogResult, LoadResult
     from visionq.config import Settings
 
 app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
@@ -275,7 +276,7 @@ def service(
 
     from visionq.bench import service as bench
     from visionq.bench.detector import in_process
-    from visionq.system import available_cores
+    from visionq.system import available_cores, cpu_model
 
     settings = load_settings()
     if broker not in ("rabbitmq", "redis", "embedded"):
@@ -335,19 +336,7 @@ def service(
                 base, blobs, jobs=jobs, concurrency=concurrency, on_done=lambda: progress.advance(task)
             )
         used = bench.cpu_delta(before, meters.read()) if meters else {}
-        rss = (
-            {
-                "api": sum(bench.tree_rss_mb(stack.pid("api")).values()),
-                "worker_main": bench.tree_rss_mb(stack.pid("worker")).get(stack.pid("worker"), 0.0),
-                "worker_children": [
-                    mb
-                    for pid, mb in bench.tree_rss_mb(stack.pid("worker")).items()
-                    if pid != stack.pid("worker")
-                ],
-            }
-            if stack
-            else None
-        )
+        rss = stack.rss_mb() if stack else None
         costs = (
             bench.api_costs(
                 base,
@@ -384,7 +373,7 @@ def service(
     figures = {
         "jobs_per_s": result.jobs_per_second,
         "latency_ms": {f"p{q}": bench.percentile(result.latency_ms, q) for q in (50, 95, 99)},
-        "stages_ms": {k: statistics_mean(result.stages_ms.get(k, [])) for k in bench.STAGES},
+        "stages_ms": {k: bench.mean(result.stages_ms.get(k, [])) for k in bench.STAGES},
         "cpu_ms_per_job": per_job,
         "detector": {"img_per_s": baseline_rate, "cpu_ms_per_image": baseline_cpu, "runtime": engine},
         "service_cpu_vs_detector": service_cpu / baseline_cpu if service_cpu else None,
@@ -404,7 +393,7 @@ def service(
             "concurrency": concurrency,
             "jobs": jobs,
             "images": [{"name": n, "bytes": len(b)} for n, b in blobs],
-            "cpu": _cpu_model(),
+            "cpu": cpu_model(),
             "cores": available_cores(),
             "python": platform.python_version(),
         },
@@ -424,10 +413,8 @@ def service(
         raise typer.Exit(1)
 
 
-def _backlog_figures(deep: object) -> dict[str, Any]:
-    from visionq.bench.service import BacklogResult, percentile
-
-    assert isinstance(deep, BacklogResult)
+def _backlog_figures(deep: BacklogResult) -> dict[str, Any]:
+    from visionq.bench.service import percentile
 
     def spread(values: list[float]) -> dict[str, float]:
         return {f"p{q}": percentile(values, q) for q in (50, 99)}
@@ -446,24 +433,7 @@ def _backlog_figures(deep: object) -> dict[str, Any]:
 _LOCAL_BROKERS = {"rabbitmq": "amqp://guest:guest@127.0.0.1:5672//", "redis": "redis://127.0.0.1:6379/0"}
 
 
-def statistics_mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else 0.0
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
-def _print_service(result: object, figures: dict[str, Any], blobs: list[tuple[str, bytes]]) -> None:
-    from visionq.bench.service import LoadResult
-
-    assert isinstance(result, LoadResult)
+def _print_service(result: LoadResult, figures: dict[str, Any], blobs: list[tuple[str, bytes]]) -> None:
     out.print(
         f"succeeded {result.succeeded}, failed {result.failed}, unfinished {result.unfinished}, "
         f"refused {result.refused}; {result.wall_s:.1f} s"

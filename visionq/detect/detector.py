@@ -48,7 +48,6 @@ class Detector:
         self.engine = engines.open_engine(
             model_path, runtime=chosen, precision=chosen_precision, threads=self.threads
         )
-        self._outputs = self.engine.outputs
         self._decoder = self._make_decoder(manifest)
 
     @property
@@ -155,10 +154,11 @@ class Detector:
     def _make_decoder(self, manifest: Manifest) -> Decoder:
         if manifest.family == "darknet":
             by_output = {h.output: h for h in manifest.heads}
-            missing = [o for o in self._outputs if o not in by_output]
-            if missing or len(self._outputs) != len(manifest.heads):
-                raise ModelError(f"model outputs {self._outputs} do not match the manifest's heads")
-            heads = [by_output[o] for o in self._outputs]
+            outputs = self.engine.outputs
+            missing = [o for o in outputs if o not in by_output]
+            if missing or len(outputs) != len(manifest.heads):
+                raise ModelError(f"model outputs {outputs} do not match the manifest's heads")
+            heads = [by_output[o] for o in outputs]
             return DarknetDecoder(heads, width=manifest.input.width, height=manifest.input.height)
         if manifest.family == "yolov5":
             return YoloV5Decoder()

@@ -157,9 +157,8 @@ class OpenVinoEngine(Engine):
         request = getattr(self._requests, "request", None)
         if request is None:
             request = self._requests.request = self._compiled.create_infer_request()
-        request.infer({0: tensor}, share_inputs=True)
-        # Copies: the request's output buffers are overwritten by its next inference.
-        return [np.array(request.get_output_tensor(i).data) for i in range(len(self.outputs))]
+        # infer() returns copies of the outputs (its buffers are overwritten by the next inference).
+        return list(request.infer({0: tensor}, share_inputs=True).to_tuple())
 
 
 _core: Any = None

@@ -110,11 +110,16 @@ def probe_image(data: bytes, *, max_pixels: int) -> ImageInfo:
     """
     im, orientation = _open(data, max_pixels)
     fmt = _format(im)
+    _check_whole(data, fmt, im)
+    width, height = _as_seen(im.size, orientation)
+    return ImageInfo(fmt, width, height)
+
+
+def _check_whole(data: bytes, fmt: str, im: ImageFile.ImageFile) -> None:
+    """Raise CORRUPT when `_missing_end` finds the file cut off."""
     missing = _missing_end(data, fmt, im)
     if missing:
         raise InvalidImage(f"The {fmt} image is truncated ({missing}).", code=ErrorCode.CORRUPT)
-    width, height = _as_seen(im.size, orientation)
-    return ImageInfo(fmt, width, height)
 
 
 def _missing_end(data: bytes, fmt: str, im: ImageFile.ImageFile) -> str | None:
@@ -163,8 +168,8 @@ def decode_image(data: bytes, *, max_pixels: int, min_size: tuple[int, int] | No
         return DecodedImage(pixels, width, height, fmt, _CONTENT_TYPES[fmt], channels="BGR")
     try:
         if min_size is not None and fmt == "JPEG":
-            # draft() works on the stored axes, which orientations 5-8 swap.
-            want_w, want_h = min_size if orientation < 5 else (min_size[1], min_size[0])
+            # draft() works on the stored axes: the swap of orientations 5-8 undoes itself.
+            want_w, want_h = _as_seen(min_size, orientation)
             im.draft(None, (max(1, want_w), max(1, want_h)))
         im.load()
         rgb = _to_rgb(im)
@@ -184,12 +189,10 @@ def _decode_jpeg(
 ) -> npt.NDArray[np.uint8]:
     """A colour or grey JPEG decoded by OpenCV to BGR, at the DCT scale Pillow's draft() would pick,
     turned as its EXIF orientation says."""
-    missing = _missing_end(data, "JPEG", im)
-    if missing:  # libjpeg fills a cut-off file with grey where Pillow refuses it: refuse it too
-        raise InvalidImage(f"The JPEG image is truncated ({missing}).", code=ErrorCode.CORRUPT)
+    _check_whole(data, "JPEG", im)  # libjpeg fills a cut-off file with grey where Pillow refuses it
     scale = 1
     if min_size is not None:
-        want_w, want_h = min_size if orientation < 5 else (min_size[1], min_size[0])
+        want_w, want_h = _as_seen(min_size, orientation)  # on the stored axes: the swap undoes itself
         ratio = min(im.size[0] // max(1, want_w), im.size[1] // max(1, want_h))
         scale = next(s for s in (8, 4, 2, 1) if ratio >= s)
     flags = _CV_SCALES[scale] | cv2.IMREAD_IGNORE_ORIENTATION

@@ -38,10 +38,9 @@ OnChange = Callable[[str, str], None]
 OnGap = Callable[[], None]
 
 
-def _exchange() -> Exchange:
-    return Exchange(  # type: ignore[no-untyped-call]
-        EXCHANGE, type="fanout", durable=False, auto_delete=False, delivery_mode="transient"
-    )
+_EXCHANGE: Final = Exchange(  # type: ignore[no-untyped-call]
+    EXCHANGE, type="fanout", durable=False, auto_delete=False, delivery_mode="transient"
+)
 
 
 def announce(app: Celery, job_id: str, status: str) -> None:
@@ -49,13 +48,12 @@ def announce(app: Celery, job_id: str, status: str) -> None:
     (the outcome is stored already, and waiters read it by their deadline anyway)."""
     try:
         with app.producer_pool.acquire(block=True, timeout=_PUBLISH_TIMEOUT_S) as producer:
-            exchange = _exchange()
             producer.publish(
                 {"id": job_id, "status": status},
-                exchange=exchange,
+                exchange=_EXCHANGE,
                 routing_key="",
                 serializer="json",
-                declare=[exchange],
+                declare=[_EXCHANGE],
                 retry=False,
                 timeout=_PUBLISH_TIMEOUT_S,
             )
@@ -97,7 +95,7 @@ class BrokerJobEvents:
             # A fresh queue per connection: RabbitMQ deletes an exclusive one with its connection.
             queue = Queue(  # type: ignore[no-untyped-call]
                 f"{EXCHANGE}.{uuid.uuid4().hex}",
-                _exchange(),
+                _EXCHANGE,
                 routing_key="",
                 durable=False,
                 exclusive=True,

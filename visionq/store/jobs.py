@@ -13,6 +13,7 @@ from sqlalchemy import (
     Engine,
     Row,
     Select,
+    Update,
     bindparam,
     case,
     delete,
@@ -226,12 +227,7 @@ class JobStore:
 
     def succeed(self, job_id: str, *, detections: list[dict[str, Any]], timings_ms: dict[str, float]) -> bool:
         """Record the result of a running job; False (nothing written) when it is no longer running."""
-        key = canonical_job_id(job_id)
-        if key is None:
-            return False
-        with self._write() as conn:
-            values = {"job_id": key, "now": self._clock(), "detections": detections, "timings_ms": timings_ms}
-            return conn.execute(_SUCCEED, values).rowcount == 1
+        return self._finish(job_id, _SUCCEED, {"detections": detections, "timings_ms": timings_ms})
 
     def fail(
         self, job_id: str, *, code: ErrorCode, message: str, timings_ms: dict[str, float] | None = None
@@ -240,19 +236,15 @@ class JobStore:
         values: dict[str, Any] = {"error_code": code, "error_message": message}
         if timings_ms is not None:
             values["timings_ms"] = timings_ms
-        return self._finish(job_id, status=JobStatus.FAILED, **values)
+        return self._finish(job_id, _finish_running(JobStatus.FAILED).values(**values), {})
 
-    def _finish(self, job_id: str, *, status: JobStatus, **values: Any) -> bool:
+    def _finish(self, job_id: str, statement: Update, params: dict[str, Any]) -> bool:
+        """Run `statement` (a `_finish_running` update) on the job; whether it was still running."""
         key = canonical_job_id(job_id)
         if key is None:
             return False
         with self._write() as conn:
-            result = conn.execute(
-                update(JobRow)
-                .where(JobRow.id == key, JobRow.status == JobStatus.RUNNING.value)
-                .values(status=status.value, finished_at=self._clock(), **values)
-            )
-            return result.rowcount == 1
+            return conn.execute(statement, {"job_id": key, "now": self._clock(), **params}).rowcount == 1
 
     def requeue_stalled(self, *, started_before: datetime, limit: int = PURGE_BATCH) -> list[str]:
         """Put jobs a worker took but never finished back to queued; returns their ids to re-publish.
@@ -366,15 +358,20 @@ _INSERT_JOB = insert(JobRow)
 _GET_JOB = _select_jobs().where(JobRow.id == bindparam("job_id"))
 _GET_JOB_WITH_IMAGE = _GET_JOB.add_columns(ImageRow.data.label("image_data"))
 _IMAGE_DATA = select(ImageRow.data).where(ImageRow.sha256 == bindparam("sha256"))
-_SUCCEED = (
-    update(JobRow)
-    .where(JobRow.id == bindparam("job_id"), JobRow.status == JobStatus.RUNNING.value)
-    .values(
-        status=JobStatus.SUCCEEDED.value,
-        finished_at=bindparam("now", type_=UTCDateTime()),
-        detections=bindparam("detections", type_=JobRow.detections.type),
-        timings_ms=bindparam("timings_ms", type_=JobRow.timings_ms.type),
+
+
+def _finish_running(status: JobStatus) -> Update:
+    """Moves the running job `job_id` to `status`, finished at `now`; nothing when it is not running."""
+    return (
+        update(JobRow)
+        .where(JobRow.id == bindparam("job_id"), JobRow.status == JobStatus.RUNNING.value)
+        .values(status=status.value, finished_at=bindparam("now", type_=UTCDateTime()))
     )
+
+
+_SUCCEED = _finish_running(JobStatus.SUCCEEDED).values(
+    detections=bindparam("detections", type_=JobRow.detections.type),
+    timings_ms=bindparam("timings_ms", type_=JobRow.timings_ms.type),
 )
 # A queued job's claim is always a new delivery; a running one's only when `redelivery` says so.
 _CLAIM = (

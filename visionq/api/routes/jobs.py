@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from visionq.api.deps import DecodeSlotsDep, ServicesDep, SettingsDep, StoreDep, SubmissionDep
@@ -107,7 +106,7 @@ def delete_job(job_id: str, store: StoreDep) -> Response:
     """Cancel a queued job (200), or delete a finished one (204); a running job cannot be touched (409)."""
     cancelled = store.cancel(job_id)
     if cancelled is not None:
-        return JSONResponse(JobOut.of(cancelled).model_dump(mode="json"))
+        return json_response(JobOut.of(cancelled))
     if store.delete(job_id):
         return Response(status_code=204)
     # Neither queued nor finished: running, gone, or it finished between the two statements.
