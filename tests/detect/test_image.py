@@ -233,6 +233,15 @@ def test_large_jpeg_with_min_size_is_decoded_smaller_but_reports_its_full_size()
     assert decode_image(data, max_pixels=LIMIT).image.size == (4000, 3000)
 
 
+@pytest.mark.parametrize("size", [(300, 190), (416, 300), (1000, 400)])
+def test_a_jpeg_smaller_than_min_size_on_a_side_is_decoded_at_full_size(size: tuple[int, int]) -> None:
+    data = encode(Image.new("RGB", size, RED), "JPEG")
+
+    decoded = decode_image(data, max_pixels=LIMIT, min_size=(416, 416))
+
+    assert decoded.image.size == size
+
+
 def test_min_size_is_met_in_the_orientation_the_user_sees() -> None:
     data = with_orientation(Image.new("RGB", (4000, 2000), RED), "JPEG", 6)
 

@@ -194,7 +194,7 @@ def _decode_jpeg(
     if min_size is not None:
         want_w, want_h = _as_seen(min_size, orientation)  # on the stored axes: the swap undoes itself
         ratio = min(im.size[0] // max(1, want_w), im.size[1] // max(1, want_h))
-        scale = next(s for s in (8, 4, 2, 1) if ratio >= s)
+        scale = next((s for s in (8, 4, 2) if ratio >= s), 1)  # ratio is 0 below the input size
     flags = _CV_SCALES[scale] | cv2.IMREAD_IGNORE_ORIENTATION
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     if bgr is None or bgr.ndim != 3:
