@@ -115,7 +115,7 @@ def failing_statements(
             raise error()
         return False  # not handled here: the driver runs it
 
-    event.listen(engine, "do_execute", fail)
+    event.listen(engine, "do_execute", fail, insert=True)  # before visionq's own do_execute hook
     try:
         yield failed
     finally:

@@ -9,9 +9,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, func, select
+from psycopg.pq import Format
+from sqlalchemy import Engine, create_engine, event, func, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -23,6 +25,7 @@ from visionq.store.status import JobStatus
 from visionq.store.tables import ImageRow
 from visionq.store.types import ImageIn, Job
 
+BINARY = Format.BINARY
 PARAMS = {"conf": 0.25, "iou": 0.45, "classes": None, "max_det": 300}
 
 
@@ -261,6 +264,38 @@ def test_a_claim_with_its_image_is_the_claim_plus_the_image_s_bytes(store: JobSt
     assert store.get(job.id) == running
     assert store.succeed(job.id, detections=[], timings_ms={})
     assert store.claim_with_image(job.id, worker="late") is None  # finished: nothing to run
+
+
+@pytest.mark.postgres
+def test_on_postgresql_image_bytes_are_stored_uncompressed_and_read_back_in_binary(
+    migrated_postgres_url: str,
+) -> None:
+    store = JobStore(create_engine_for(migrated_postgres_url))
+    data = b"\x89PNG" + bytes(300_000)  # compressible: the default storage would pglz it
+    job = store.create(image=make_image(data), model="yolov4-tiny", params=PARAMS)
+    formats: list[set[int]] = []
+
+    def record(_conn: object, cursor: Any, statement: str, *_args: object) -> None:
+        if "images.data" in statement:  # a read of image bytes: which format each column came in
+            formats.append({cursor.pgresult.fformat(i) for i in range(cursor.pgresult.nfields)})
+
+    event.listen(store.engine, "after_cursor_execute", record)
+    try:
+        claimed = store.claim_with_image(job.id, worker="w")
+        read = store.image_data(job.image_sha256)
+    finally:
+        event.remove(store.engine, "after_cursor_execute", record)
+
+    assert claimed is not None and claimed[1] == data and read == data
+    assert claimed[0] == store.get(job.id)  # the job's columns load the same in either format
+    assert formats == [{BINARY}, {BINARY}]
+    with store.engine.connect() as conn:
+        compression, size = conn.execute(
+            text("SELECT pg_column_compression(data), pg_column_size(data) FROM images WHERE sha256 = :sha"),
+            {"sha": job.image_sha256},
+        ).one()
+    store.engine.dispose()
+    assert (compression, size) == (None, len(data))
 
 
 def test_of_many_racing_claims_exactly_one_is_the_first_delivery(store: JobStore) -> None:

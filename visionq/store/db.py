@@ -27,6 +27,12 @@ SQLITE_BUSY_TIMEOUT_S = 30
 # another writer got in between, and the busy timeout cannot help it. Pure reads opt into DEFERRED.
 SQLITE_BEGIN = "visionq_sqlite_begin"
 
+# Execution option asking PostgreSQL for its binary result format (_binary_results). In the default
+# text format a bytea arrives hex-encoded: reading a 487 KB photo back cost the server 1.4 ms of CPU and
+# psycopg 0.85 ms to decode, against 0.40 and 0.25 ms in binary (measured, AMX Xeon). Only statements
+# that read image bytes opt in; the rest keep the format SQLAlchemy's types are tested against.
+BINARY_RESULTS = "visionq_binary_results"
+
 # A pooled PostgreSQL connection unused this long is pinged before it is handed out (_ping_when_idle).
 PING_AFTER_IDLE_S = 1.0
 
@@ -68,6 +74,7 @@ def create_engine_for(url: str) -> Engine:
         connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
         engine = create_engine(parsed, connect_args=connect_args)
         _ping_when_idle(engine)
+        event.listen(engine, "do_execute", _binary_results)
         return engine
     if backend == "sqlite":
         return _sqlite_engine(parsed)
@@ -98,6 +105,18 @@ def _ping_when_idle(engine: Engine) -> None:
             raise DisconnectionError(f"an idle pooled connection is dead: {exc}") from exc
         if not alive:
             raise DisconnectionError("an idle pooled connection is dead")
+
+
+def _binary_results(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+    """Run a statement marked `BINARY_RESULTS` with psycopg's binary result format; others as usual.
+
+    SQLAlchemy's do_execute hook: returning True says the execution happened here, so the statement's
+    errors, events and results go through SQLAlchemy exactly as for any other.
+    """
+    if not context.execution_options.get(BINARY_RESULTS):
+        return False
+    cursor.execute(statement, parameters, binary=True)
+    return True
 
 
 def _sqlite_engine(url: URL) -> Engine:
