@@ -15,7 +15,7 @@ import pytest
 
 from tests.e2e.stack import VISIONQ, Service, running_service, wait_finished
 from tests.helpers import visionq_env
-from visionq.bench.service import STAGES, percentile, run_load
+from visionq.bench.service import STAGES, Uploads, percentile, run_load
 from visionq.models.cache import ModelCache
 
 pytestmark = pytest.mark.slow
@@ -145,8 +145,13 @@ def test_the_load_benchmark_counts_every_job_and_reads_latencies_from_the_job_ro
     service: Service, samples: dict[str, bytes]
 ) -> None:
     images = [("bus.jpg", samples["bus.jpg"]), ("zidane.jpg", samples["zidane.jpg"])]
-    result = run_load(str(service.client.base_url), images, jobs=6, concurrency=3)
+    result = run_load(str(service.client.base_url), Uploads(images, unique=True), jobs=6, concurrency=3)
     assert (result.succeeded, result.failed, result.unfinished, result.refused) == (6, 0, 0, 0)
+    # Each upload was a photo of its own (stored as such), of the size of the photo it came from.
+    stored = service.client.get("/v1/jobs", params={"limit": 6}).json()["jobs"]
+    assert len({job["image"]["sha256"] for job in stored}) == 6
+    for job in stored:  # the photo plus its numbered comment
+        assert any(0 < job["image"]["size_bytes"] - len(data) < 64 for _, data in images), job["image"]
     assert len(result.latency_ms) == 6
     assert set(result.stages_ms) == set(STAGES)
     assert all(len(values) == 6 for values in result.stages_ms.values())

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -288,10 +289,65 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def multipart_body(name: str, data: bytes) -> tuple[bytes, dict[str, str]]:
-    """The multipart form uploading `data` as `image`, encoded once: a client sending the same photo
-    again need not encode it again (httpx spent about a millisecond of the client's CPU per upload)."""
+    """The multipart form uploading `data` as `image`."""
     request = httpx.Request("POST", "http://visionq/", files={"image": (name, data)})
     return request.read(), {"Content-Type": request.headers["Content-Type"]}
+
+
+_PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
+
+
+def numbered(data: bytes, tag: bytes) -> bytes:
+    """The JPEG or PNG `data` with `tag` in metadata every decoder skips: a JPEG comment after the APPn
+    segments (EXIF stays where readers look for it), or a PNG tEXt chunk after IHDR. The pixels are the
+    same; the sha256 is not, so the store keeps it as the new photo a real upload is."""
+    if data[:2] == b"\xff\xd8":
+        at = 2
+        while data[at] == 0xFF and 0xE0 <= data[at + 1] <= 0xEF:  # APP0..APP15
+            at += 2 + int.from_bytes(data[at + 2 : at + 4], "big")
+        return data[:at] + b"\xff\xfe" + (len(tag) + 2).to_bytes(2, "big") + tag + data[at:]
+    if data[:8] == _PNG_SIGNATURE:
+        at = 8 + 4 + 4 + 13 + 4  # signature, then IHDR's length, type, fields and CRC
+        chunk = b"tEXt" + b"Comment\x00" + tag
+        crc = zlib.crc32(chunk).to_bytes(4, "big")
+        return data[:at] + (len(chunk) - 4).to_bytes(4, "big") + chunk + crc + data[at:]
+    raise ValueError("only JPEG and PNG uploads can be made unique: use --repeat for other formats")
+
+
+class Uploads:
+    """The request bodies of a run's uploads, cycling through `images`.
+
+    With `unique` (the default of `bench service`), upload i carries its photo numbered i under a tag
+    of this instance (`numbered`): a service's uploads are new photos, and the same bytes again would
+    be stored once, hiding the image write from the figures (4-6 ms of PostgreSQL CPU for a 487 KB
+    JPEG before migration 0003). Without it every upload of a photo is the same bytes. Each photo's
+    form is encoded once, and only its image part is swapped per upload (httpx spent about a
+    millisecond of the client's CPU encoding one).
+    """
+
+    def __init__(self, images: Sequence[tuple[str, bytes]], *, unique: bool) -> None:
+        if not images:
+            raise ValueError("no images to upload")
+        self._token = os.urandom(8).hex().encode() if unique else None
+        self._forms = []
+        for name, data in images:
+            body, headers = multipart_body(name, data)
+            at = body.index(data)
+            self._forms.append((body[:at], data, body[at + len(data) :], headers))
+        self._next = iter(range(1 << 62))
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._forms)
+
+    def body(self, i: int) -> tuple[bytes, dict[str, str]]:
+        """The `i`-th photo's upload (cycling), its bytes unique to this call when uploads are."""
+        head, data, tail, headers = self._forms[i % len(self._forms)]
+        if self._token is None:
+            return head + data + tail, headers
+        with self._lock:
+            n = next(self._next)
+        return head + numbered(data, b"visionq bench " + self._token + b" %d" % n) + tail, headers
 
 
 class _ThreadClients:
@@ -321,23 +377,21 @@ class _ThreadClients:
 
 def run_load(
     base_url: str,
-    images: Sequence[tuple[str, bytes]],
+    uploads: Uploads,
     *,
     jobs: int,
     concurrency: int,
     on_done: Callable[[], None] = lambda: None,
 ) -> LoadResult:
-    """`jobs` detections (cycling through `images`) from `concurrency` client threads, each waiting with
-    POST /v1/detect for its result before sending the next."""
+    """`jobs` detections (cycling through the photos of `uploads`) from `concurrency` client threads,
+    each waiting with POST /v1/detect for its result before sending the next."""
     result = LoadResult(jobs=jobs)
     lock = threading.Lock()
     counter = iter(range(jobs))
     client = _ThreadClients(base_url)
 
-    bodies = [multipart_body(name, data) for name, data in images]
-
     def one(i: int) -> None:
-        content, headers = bodies[i % len(bodies)]
+        content, headers = uploads.body(i)
         sent_wall, sent = time.time(), time.perf_counter()
         response = client().post(
             "/v1/detect", params={"timeout": _DETECT_TIMEOUT_S}, content=content, headers=headers
@@ -418,9 +472,17 @@ def _when(stamp: str) -> float:
 
 
 def api_costs(
-    base_url: str, api_pid: int, image: tuple[str, bytes], *, gets: int, submits: int, worker_pid: int
+    base_url: str,
+    api_pid: int,
+    image: tuple[str, bytes],
+    *,
+    gets: int,
+    submits: int,
+    worker_pid: int,
+    unique: bool = True,
 ) -> tuple[float, float]:
-    """API CPU ms per submit (POST /v1/jobs) of `image` and per GET of a finished job, one at a time.
+    """API CPU ms per submit (POST /v1/jobs) of `image` (numbered per submit when `unique`, see
+    `Uploads`) and per GET of a finished job, one at a time.
 
     The worker is paused (SIGSTOP to its process group) meanwhile, so the figures are the API's own
     cost: a worker running detections beside it on two cores inflated a submit's CPU from 2.6 to 4.3
@@ -435,7 +497,8 @@ def api_costs(
             client.get(f"/v1/jobs/{done['id']}")
         _signal_group(worker_pid, signal.SIGSTOP)
         try:
-            get_ms, submit_ms, queued = _timed_requests(client, api_pid, done["id"], image, gets, submits)
+            uploads = Uploads([image], unique=unique)
+            get_ms, submit_ms, queued = _timed_requests(client, api_pid, done["id"], uploads, gets, submits)
         finally:
             _signal_group(worker_pid, signal.SIGCONT)
         # Run them before the stack stops: a job left queued on a durable queue is the next run's.
@@ -446,16 +509,17 @@ def api_costs(
 
 
 def _timed_requests(
-    client: httpx.Client, api_pid: int, job_id: str, image: tuple[str, bytes], gets: int, submits: int
+    client: httpx.Client, api_pid: int, job_id: str, uploads: Uploads, gets: int, submits: int
 ) -> tuple[float, float, list[str]]:
     before = tree_cpu_s(api_pid)
     for _ in range(gets):
         client.get(f"/v1/jobs/{job_id}").raise_for_status()
     get_ms = (tree_cpu_s(api_pid) - before) * 1000 / gets
-    before = tree_cpu_s(api_pid)
     queued = []
-    for _ in range(submits):
-        response = client.post("/v1/jobs", files={"image": image})
+    bodies = [uploads.body(0) for _ in range(submits)]  # made before the API's CPU is read
+    before = tree_cpu_s(api_pid)
+    for content, headers in bodies:
+        response = client.post("/v1/jobs", content=content, headers=headers)
         if response.status_code != 202:
             raise RuntimeError(f"a submit was refused: {response.status_code} {response.text}")
         queued.append(response.json()["id"])
@@ -510,7 +574,7 @@ class BacklogResult:
 
 def run_backlog(
     base_url: str,
-    images: Sequence[tuple[str, bytes]],
+    uploads: Uploads,
     *,
     jobs: int,
     concurrency: int,
@@ -525,10 +589,8 @@ def run_backlog(
     ids: list[str] = []
     client = _ThreadClients(base_url)
 
-    bodies = [multipart_body(name, data) for name, data in images]
-
     def submit(i: int) -> None:
-        content, headers = bodies[i % len(bodies)]
+        content, headers = uploads.body(i)
         sent = time.perf_counter()
         response = client().post("/v1/jobs", content=content, headers=headers)
         elapsed = (time.perf_counter() - sent) * 1000

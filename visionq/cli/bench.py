@@ -264,6 +264,14 @@ def service(
             help="Also queue this many jobs with the worker paused, time the API over them, then the drain.",
         ),
     ] = 0,
+    repeat: Annotated[
+        bool,
+        typer.Option(
+            "--repeat/--unique",
+            help="Upload each photo's same bytes again (stored once, as content-addressed), rather than a"
+            " new photo per job (the default: a numbered comment in each upload's metadata).",
+        ),
+    ] = False,
 ) -> None:
     """Jobs/s, latency, stages and CPU per job for each process of a visionq stack under load, beside the
     in-process detector on the same images; the ratios of the speed goals (README, Performance)."""
@@ -285,6 +293,7 @@ def service(
     with reported_errors():
         paths = images or list(sample_photos(settings).values())
         blobs = [(p.name, p.read_bytes()) for p in paths]
+        uploads = bench.Uploads(blobs, unique=not repeat)
         detector = load_detector(settings, model, runtime=runtime)
         out.print(f"in-process detector: {model} on {detector.runtime}, {detector.threads} thread(s) ...")
         baseline_rate, baseline_cpu = in_process(
@@ -312,7 +321,9 @@ def service(
     scratch = bench.scratch_dir(settings.data_dir / "bench")
     stack = bench.ServiceStack(config, scratch) if url is None else None
     where = url or f"a new stack: api + worker ({workers} children) on {broker} and {database}"
-    out.print(f"{jobs} jobs, {concurrency} in flight, to {where}; images: {', '.join(n for n, _ in blobs)}")
+    kind = "the same bytes again" if repeat else "a new photo per job"
+    names = ", ".join(n for n, _ in blobs)
+    out.print(f"{jobs} jobs, {concurrency} in flight, to {where}; images: {names}, uploaded as {kind}")
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=out
     )
@@ -328,12 +339,12 @@ def service(
             else None
         )
         # Warm-up: every worker child has run a job, every route has been taken.
-        bench.run_load(base, blobs, jobs=2 * workers, concurrency=workers)
+        bench.run_load(base, uploads, jobs=2 * workers, concurrency=workers)
         before = meters.read() if meters else {}
         with progress:
             task = progress.add_task("jobs", total=jobs)
             result = bench.run_load(
-                base, blobs, jobs=jobs, concurrency=concurrency, on_done=lambda: progress.advance(task)
+                base, uploads, jobs=jobs, concurrency=concurrency, on_done=lambda: progress.advance(task)
             )
         used = bench.cpu_delta(before, meters.read()) if meters else {}
         rss = stack.rss_mb() if stack else None
@@ -345,6 +356,7 @@ def service(
                 gets=500,
                 submits=100,
                 worker_pid=stack.pid("worker"),
+                unique=not repeat,
             )
             if stack
             else None
@@ -355,7 +367,7 @@ def service(
                 task = progress.add_task("backlog", total=backlog)
                 deep = bench.run_backlog(
                     base,
-                    blobs,
+                    uploads,
                     jobs=backlog,
                     concurrency=concurrency,
                     api_pid=stack.pid("api"),
@@ -393,6 +405,7 @@ def service(
             "concurrency": concurrency,
             "jobs": jobs,
             "images": [{"name": n, "bytes": len(b)} for n, b in blobs],
+            "uploads": "repeated" if repeat else "unique",
             "cpu": cpu_model(),
             "cores": available_cores(),
             "python": platform.python_version(),
