@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -45,6 +49,45 @@ def test_bf16_is_refused_on_a_cpu_without_it(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(engines, "bf16_supported", lambda: False)
     with pytest.raises(ModelError, match="no bf16 instructions"):
         engines.resolve("openvino", "bf16", int8=False)
+
+
+def test_an_instruction_set_cap_below_bf16_rules_bf16_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    uncapped = engines.bf16_supported()
+    for cap in ("avx2", "AVX512_CORE_VNNI"):
+        monkeypatch.setenv(engines.ISA_CAP_VARIABLE, cap)
+        assert not engines.bf16_supported()
+    monkeypatch.setenv(engines.ISA_CAP_VARIABLE, "AVX512_CORE_AMX")
+    assert engines.bf16_supported() == uncapped
+
+
+_KERNELS_UNDER_A_CAP = """
+import json, sys
+from visionq.detect import engines
+engine = engines.OpenVinoEngine(sys.argv[1], precision="fp32", threads=1)
+print(json.dumps(engine.kernels()))
+"""
+
+
+@pytest.mark.parametrize("cap", ["AVX2", None])
+def test_openvino_runs_the_kernels_its_instruction_set_cap_allows(
+    model_cache: ModelCache, cap: str | None
+) -> None:
+    """What `bench detector` reports per CPU class rests on this: under ONEDNN_MAX_CPU_ISA=AVX2 every
+    convolution runs an AVX2 kernel, as on an AVX2-only CPU (read from OpenVINO's execution graph)."""
+    _, path = model_cache.get(constants.DEFAULT_MODEL)
+    env = {k: v for k, v in os.environ.items() if k != engines.ISA_CAP_VARIABLE}
+    if cap is not None:
+        env[engines.ISA_CAP_VARIABLE] = cap
+    run = subprocess.run(
+        [sys.executable, "-c", _KERNELS_UNDER_A_CAP, str(path)], env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    kernels = json.loads(run.stdout.strip().splitlines()[-1])
+    assert sum(kernels.values()) == 21  # yolov4-tiny's convolutions
+    if cap == "AVX2":
+        assert all("avx2" in k and "avx512" not in k for k in kernels), kernels
+    elif "avx512f" in Path("/proc/cpuinfo").read_text():
+        assert all("avx512" in k for k in kernels), kernels
 
 
 def test_a_runtime_that_is_not_installed_is_refused_and_auto_falls_back(

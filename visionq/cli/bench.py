@@ -85,6 +85,11 @@ def detector(
             out.print(
                 f"{threads} thread(s), images: {names}; {rounds} rounds x {per_round} images per contender"
             )
+            if engines.isa_cap() is not None:
+                out.print(
+                    f"OpenVINO capped at {engines.isa_cap()} ({engines.ISA_CAP_VARIABLE}): it runs the"
+                    " kernels of a CPU without more; ONNX Runtime ignores the cap"
+                )
             lanes = detector_bench.measure(specs, rounds=rounds, per_round=per_round)
         agreements = _agreements(settings, combos, list(blobs), threads)
     _print_lanes(lanes, agreements, reference=lanes[-1] if opencv else None)
@@ -119,8 +124,10 @@ def _opencv_dnn_installed() -> bool:
 def _agreements(
     settings: Settings, combos: list[Combo], blobs: list[bytes], threads: int
 ) -> dict[Combo, Agreement]:
-    """Each combo's agreement with fp32 on ONNX Runtime, over the benchmark's images."""
+    """Each combo's agreement with fp32 on ONNX Runtime, over the benchmark's images; and the kernels
+    each OpenVINO combo runs on."""
     from visionq.bench.detector import agreement
+    from visionq.detect import engines
 
     model = combos[0][0]
     reference = load_detector(settings, model, threads=threads, runtime="onnxruntime", precision="fp32")
@@ -129,6 +136,9 @@ def _agreements(
         name, runtime, precision = combo
         other = load_detector(settings, name, threads=threads, runtime=runtime, precision=precision)
         found[combo] = agreement(reference, other, blobs)
+        if isinstance(other.engine, engines.OpenVinoEngine):
+            kernels = ", ".join(f"{k} x{n}" for k, n in sorted(other.engine.kernels().items()))
+            out.print(f"OpenVINO's convolution kernels, {name} {precision}: {kernels}")
     return found
 
 

@@ -14,6 +14,7 @@ in the order of `outputs`. Which runtime and precision a detector gets is settle
 from __future__ import annotations
 
 import importlib.util
+import os
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -54,9 +55,28 @@ def available() -> list[RuntimeName]:
     return [r for r in RUNTIMES if installed(r)]
 
 
+# oneDNN's cap on the instructions it uses (ONEDNN_MAX_CPU_ISA), which OpenVINO's CPU plugin honours:
+# with AVX2 it runs the kernels an AVX2-only CPU gets (its execution graph names them, `jit_avx2_I8`...).
+# Its capability list still says BF16 under a cap; these are the caps that leave bf16 native.
+ISA_CAP_VARIABLE: Final = "ONEDNN_MAX_CPU_ISA"
+_BF16_ISA_CAPS: Final = frozenset(
+    {"ALL", "DEFAULT", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16"}
+    | {"AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2"}
+)
+
+
+def isa_cap() -> str | None:
+    """The instruction-set cap OpenVINO runs under (ONEDNN_MAX_CPU_ISA), or None."""
+    return os.environ.get(ISA_CAP_VARIABLE, "").strip().upper() or None
+
+
 def bf16_supported() -> bool:
-    """Whether OpenVINO is installed and runs bf16 natively on this CPU (AVX-512 BF16 or AMX)."""
+    """Whether OpenVINO is installed and runs bf16 natively on this CPU (AVX-512 BF16 or AMX), and no
+    instruction-set cap (`isa_cap`) rules that out."""
     if not installed("openvino"):
+        return False
+    cap = isa_cap()
+    if cap is not None and cap not in _BF16_ISA_CAPS:
         return False
     return "BF16" in _openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
@@ -159,6 +179,17 @@ class OpenVinoEngine(Engine):
             request = self._requests.request = self._compiled.create_infer_request()
         # infer() returns copies of the outputs (its buffers are overwritten by the next inference).
         return list(request.infer({0: tensor}, share_inputs=True).to_tuple())
+
+    def kernels(self) -> dict[str, int]:
+        """How many convolutions run on each of OpenVINO's kernels (`brgconv_avx512_amx_bf16`...): which
+        instructions this CPU, and any `isa_cap`, left it."""
+        found: dict[str, int] = {}
+        for op in self._compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            if "layerType" in info and info["layerType"].astype(str) == "Convolution":
+                kernel = info["primitiveType"].astype(str)
+                found[kernel] = found.get(kernel, 0) + 1
+        return found
 
 
 _core: Any = None
