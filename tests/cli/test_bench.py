@@ -76,6 +76,7 @@ def test_bench_service_starts_a_stack_measures_it_and_writes_its_report(
     found = json.loads(report.read_text())
     assert found["config"]["broker"] == "embedded" and found["config"]["workers"] == 1
     assert found["counts"]["succeeded"] == 6
+    assert found["config"]["models_run"] == ["yolov4-tiny"] and found["config"]["uploads"] == "unique"
     assert set(found["stages_ms"]) == {
         "http_accept",
         "queue_wait",

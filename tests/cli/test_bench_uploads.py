@@ -61,3 +61,12 @@ def test_unique_uploads_differ_every_time_and_repeated_ones_never() -> None:
     boundary = headers["Content-Type"].split("boundary=")[1].encode()
     fresh, fresh_headers = multipart_body("a.jpg", jpeg)
     assert fresh.replace(fresh_headers["Content-Type"].split("boundary=")[1].encode(), boundary) == body
+
+
+def test_uploads_name_their_model_when_given_one() -> None:
+    jpeg = _encode("JPEG")
+    assert (
+        b'name="model"\r\n\r\nyolov4-tiny-int8\r\n'
+        in Uploads([("a.jpg", jpeg)], unique=True, model="yolov4-tiny-int8").body(0)[0]
+    )
+    assert b'name="model"' not in Uploads([("a.jpg", jpeg)], unique=True).body(0)[0]

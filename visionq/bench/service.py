@@ -255,6 +255,7 @@ class LoadResult:
     wall_s: float = 0.0  # first submission to last result
     latency_ms: list[float] = field(default_factory=list)  # client: request sent → finished job in hand
     stages_ms: dict[str, list[float]] = field(default_factory=dict)  # from the job rows
+    models: set[str] = field(default_factory=set)  # the models the succeeded jobs ran on
     client_cpu_s: float = 0.0
 
     @property
@@ -288,9 +289,10 @@ def percentile(values: Sequence[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[max(0, min(98, round(q) - 1))]
 
 
-def multipart_body(name: str, data: bytes) -> tuple[bytes, dict[str, str]]:
-    """The multipart form uploading `data` as `image`."""
-    request = httpx.Request("POST", "http://visionq/", files={"image": (name, data)})
+def multipart_body(name: str, data: bytes, model: str | None = None) -> tuple[bytes, dict[str, str]]:
+    """The multipart form uploading `data` as `image`, for `model` (None: the API's default)."""
+    fields = {} if model is None else {"model": model}
+    request = httpx.Request("POST", "http://visionq/", data=fields, files={"image": (name, data)})
     return request.read(), {"Content-Type": request.headers["Content-Type"]}
 
 
@@ -315,7 +317,8 @@ def numbered(data: bytes, tag: bytes) -> bytes:
 
 
 class Uploads:
-    """The request bodies of a run's uploads, cycling through `images`.
+    """The request bodies of a run's uploads, cycling through `images`, each for `model` (None: the
+    API's default).
 
     With `unique` (the default of `bench service`), upload i carries its photo numbered i under a tag
     of this instance (`numbered`): a service's uploads are new photos, and the same bytes again would
@@ -325,13 +328,15 @@ class Uploads:
     millisecond of the client's CPU encoding one).
     """
 
-    def __init__(self, images: Sequence[tuple[str, bytes]], *, unique: bool) -> None:
+    def __init__(
+        self, images: Sequence[tuple[str, bytes]], *, unique: bool, model: str | None = None
+    ) -> None:
         if not images:
             raise ValueError("no images to upload")
         self._token = os.urandom(8).hex().encode() if unique else None
         self._forms = []
         for name, data in images:
-            body, headers = multipart_body(name, data)
+            body, headers = multipart_body(name, data, model)
             at = body.index(data)
             self._forms.append((body[:at], data, body[at + len(data) :], headers))
         self._next = iter(range(1 << 62))
@@ -426,6 +431,7 @@ def _record(result: LoadResult, job: dict[str, Any] | None, sent_wall: float, el
         result.refused += 1
     elif job["status"] == "succeeded":
         result.succeeded += 1
+        result.models.add(job["model"])
         result.latency_ms.append(elapsed_ms)
         for stage, ms in _stages(job, sent_wall, sent_wall + elapsed_ms / 1000).items():
             result.stages_ms.setdefault(stage, []).append(ms)
@@ -480,9 +486,10 @@ def api_costs(
     submits: int,
     worker_pid: int,
     unique: bool = True,
+    model: str | None = None,
 ) -> tuple[float, float]:
-    """API CPU ms per submit (POST /v1/jobs) of `image` (numbered per submit when `unique`, see
-    `Uploads`) and per GET of a finished job, one at a time.
+    """API CPU ms per submit (POST /v1/jobs, for `model`) of `image` (numbered per submit when
+    `unique`, see `Uploads`) and per GET of a finished job, one at a time.
 
     The worker is paused (SIGSTOP to its process group) meanwhile, so the figures are the API's own
     cost: a worker running detections beside it on two cores inflated a submit's CPU from 2.6 to 4.3
@@ -490,14 +497,17 @@ def api_costs(
     runs the submitted jobs.
     """
     with httpx.Client(base_url=base_url, timeout=_JOB_TIMEOUT_S) as client:
-        done = client.post("/v1/detect", params={"timeout": _DETECT_TIMEOUT_S}, files={"image": image}).json()
+        probe, headers = multipart_body(*image, model)
+        done = client.post(
+            "/v1/detect", params={"timeout": _DETECT_TIMEOUT_S}, content=probe, headers=headers
+        ).json()
         if done["status"] != "succeeded":
             raise RuntimeError(f"the probe job did not succeed: {done}")
         for _ in range(10):  # warm the route
             client.get(f"/v1/jobs/{done['id']}")
         _signal_group(worker_pid, signal.SIGSTOP)
         try:
-            uploads = Uploads([image], unique=unique)
+            uploads = Uploads([image], unique=unique, model=model)
             get_ms, submit_ms, queued = _timed_requests(client, api_pid, done["id"], uploads, gets, submits)
         finally:
             _signal_group(worker_pid, signal.SIGCONT)

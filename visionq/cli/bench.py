@@ -303,7 +303,7 @@ def service(
     with reported_errors():
         paths = images or list(sample_photos(settings).values())
         blobs = [(p.name, p.read_bytes()) for p in paths]
-        uploads = bench.Uploads(blobs, unique=not repeat)
+        uploads = bench.Uploads(blobs, unique=not repeat, model=model)
         detector = load_detector(settings, model, runtime=runtime)
         out.print(f"in-process detector: {model} on {detector.runtime}, {detector.threads} thread(s) ...")
         baseline_rate, baseline_cpu = in_process(
@@ -367,6 +367,7 @@ def service(
                 submits=100,
                 worker_pid=stack.pid("worker"),
                 unique=not repeat,
+                model=model,
             )
             if stack
             else None
@@ -416,6 +417,8 @@ def service(
             "jobs": jobs,
             "images": [{"name": n, "bytes": len(b)} for n, b in blobs],
             "uploads": "repeated" if repeat else "unique",
+            "model": model,
+            "models_run": sorted(result.models),
             "cpu": cpu_model(),
             "cores": available_cores(),
             "python": platform.python_version(),
@@ -433,6 +436,9 @@ def service(
     path.write_text(json.dumps(document, indent=2))
     out.print(f"report: {path}")
     if result.unfinished or result.refused or result.failed:
+        raise typer.Exit(1)
+    if result.models != {model}:
+        out.print(f"[red]the jobs ran on {sorted(result.models)}, not {model}[/red]")
         raise typer.Exit(1)
 
 
