@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 from datetime import datetime
 
+import pytest
 from PIL import Image
 
 from tests.api.conftest import EMBEDDED, Stack, StackFactory, TestClient, assert_error, complete, upload
@@ -45,6 +47,16 @@ def test_a_submitted_image_becomes_a_queued_job_at_its_location(
     assert job["started_at"] is None and job["finished_at"] is None
     assert datetime.fromisoformat(job["created_at"]).utcoffset() is not None
     assert stack.client.get(response.headers["location"]).json() == job
+
+
+def test_each_accepted_job_is_logged_once_with_its_id_and_never_its_bytes(
+    stack: Stack, samples: dict[str, bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="visionq.api.submit"):
+        job = upload(stack.client, samples["zidane.jpg"]).json()
+
+    lines = [r.getMessage() for r in caplog.records if r.name == "visionq.api.submit"]
+    assert lines == [f"job {job['id']} queued: {constants.DEFAULT_MODEL}, image/jpeg 1280x720, 168949 bytes"]
 
 
 def test_the_job_id_is_published_to_the_broker(make_stack: StackFactory, samples: dict[str, bytes]) -> None:

@@ -49,6 +49,15 @@ def create_job(
         # No message means no worker will ever run it: a job left queued would wait forever.
         _discard(store, job.id)
         raise
+    logger.info(
+        "job %s queued: %s, %s %dx%d, %d bytes",
+        job.id,
+        name,
+        info.content_type,
+        info.width,
+        info.height,
+        len(data),
+    )
     return job
 
 

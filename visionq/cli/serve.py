@@ -15,6 +15,9 @@ def api(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
+    access_log: Annotated[
+        bool, typer.Option(help="Log a line per request (uvicorn's access log): 0.12 ms of CPU each.")
+    ] = False,
 ) -> None:
     """The HTTP API (FastAPI on uvicorn); OpenAPI docs at /docs."""
     import uvicorn
@@ -28,6 +31,10 @@ def api(
         workers=workers,
         proxy_headers=True,
         log_level="info",
+        # Off unless asked for: it cost 0.12 ms of a GET's 1.0 ms of API CPU (measured side by side,
+        # AMX Xeon), paid again on every poll. Each accepted job is logged once (visionq.api.submit),
+        # every 4xx and 5xx answer too (visionq.api.errors).
+        access_log=access_log,
     )
 
 
