@@ -8,7 +8,8 @@ in the order of `outputs`. Which runtime and precision a detector gets is settle
 - precision `auto` is int8 for a quantized model and fp32 for any other. bf16 runs only when asked for
   (`VISIONQ_PRECISION=bf16`; OpenVINO on a CPU with AVX-512 BF16 or AMX): it agreed with fp32 on the
   sample photos, but on bus.jpg re-encoded at quality 95 its bus box jumped to another anchor (IoU 0.66
-  with fp32's), further than the int8 work accepts. `visionq bench detector` prints its agreement.
+  with fp32's, on an AMD EPYC with AVX-512 BF16 and on an Intel Xeon with AMX alike), further than the
+  int8 work accepts. `visionq bench detector` prints its agreement.
 """
 
 from __future__ import annotations
