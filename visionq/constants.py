@@ -58,10 +58,13 @@ MAX_HELD_MESSAGES: Final = 64
 # How often Celery beat purges expired jobs; retention is days, so hourly is precise enough.
 PURGE_INTERVAL_S: Final = 3600
 
-# How often beat looks for stalled jobs (running past the time limit with no worker on them), and how
-# long past the time limit a job must be to count: the grace covers clock skew between machines.
-RECOVER_INTERVAL_S: Final = 60
+# How often beat reconciles the job table with the broker (visionq.worker.tasks.reconcile): jobs whose
+# message was lost are published again. A claim lasts the time limit plus a grace, which covers clock
+# skew between machines; a queued job's message counts as lost only once it was published this long ago
+# (a job being submitted is in the table a moment before its message is on the broker).
+RECOVER_INTERVAL_S: Final = 30
 RECOVER_GRACE_S: Final = 30
+REQUEUE_AFTER_S: Final = 60
 
 # Full-size decodes the API runs at once (annotated images; uploads are only probed). A decoded image at the
 # pixel limit holds up to 4 bytes x 40 MP = 160 MB; four at a time bound that memory to about 640 MB

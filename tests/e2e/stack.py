@@ -47,6 +47,10 @@ class Processes:
         self.started.append((name, proc))
         return proc
 
+    def pid(self, name: str) -> int:
+        """The pid of the process started as `name`."""
+        return next(proc.pid for started, proc in self.started if started == name)
+
     def output(self, name: str) -> str:
         path = self.logs / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
@@ -146,10 +150,11 @@ def _seed_models(model_cache: ModelCache, data_dir: Path) -> None:
 
 @contextmanager
 def running_service(
-    request: pytest.FixtureRequest, tmp_path: Path, model_cache: ModelCache
+    request: pytest.FixtureRequest, tmp_path: Path, model_cache: ModelCache, **settings: str
 ) -> Iterator[Service]:
     """api + one worker. On RabbitMQ (or Redis) + PostgreSQL the worker plays "another machine": its
-    own empty data dir, sharing only the broker and the database with the API."""
+    own empty data dir, sharing only the broker and the database with the API. `settings` (VISIONQ_
+    settings by name) go to both."""
     api_dir = tmp_path / "api"
     _seed_models(model_cache, api_dir)
     if request.param in ("rabbitmq-postgres", "redis-postgres"):
@@ -159,11 +164,11 @@ def running_service(
         else:
             create_vhost: Callable[[], str] = request.getfixturevalue("rabbitmq_vhosts")
             broker = create_vhost()
-        shared = {"database_url": create_db(), "broker_url": broker}
+        shared = {"database_url": create_db(), "broker_url": broker, **settings}
         worker_dir = tmp_path / "worker-machine"
     else:
         # One machine: the embedded database and broker live in the one data dir.
-        shared = {}
+        shared = dict(settings)
         worker_dir = api_dir
     port = free_port()
     with processes(tmp_path / "logs") as procs:

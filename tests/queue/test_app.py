@@ -62,10 +62,10 @@ def test_the_embedded_broker_is_one_folder_shared_by_producers_and_consumers(tmp
     assert options["store_processed"] is False
 
 
-def test_beat_recovers_stalled_jobs_only_where_the_broker_can_lose_messages(tmp_path: Path) -> None:
-    embedded = create_celery_app(Settings(data_dir=tmp_path)).conf.beat_schedule
-    rabbit = create_celery_app(Settings(data_dir=tmp_path, broker_url=RABBITMQ)).conf.beat_schedule
-
-    assert {e["task"] for e in embedded.values()} == {constants.PURGE_TASK, constants.RECOVER_TASK}
-    assert {e["task"] for e in rabbit.values()} == {constants.PURGE_TASK}
-    assert all(e["options"] == {"queue": constants.QUEUE} for e in embedded.values())
+def test_beat_reconciles_the_job_table_with_every_broker(tmp_path: Path) -> None:
+    for broker_url in (None, RABBITMQ, "redis://127.0.0.1:6379/0"):
+        schedule = create_celery_app(Settings(data_dir=tmp_path, broker_url=broker_url)).conf.beat_schedule
+        assert {e["task"] for e in schedule.values()} == {constants.PURGE_TASK, constants.RECOVER_TASK}
+        assert all(e["options"] == {"queue": constants.QUEUE} for e in schedule.values())
+        recover = next(e for e in schedule.values() if e["task"] == constants.RECOVER_TASK)
+        assert recover["schedule"] == constants.RECOVER_INTERVAL_S

@@ -298,6 +298,29 @@ def test_on_postgresql_image_bytes_are_stored_uncompressed_and_read_back_in_bina
     assert (compression, size) == (None, len(data))
 
 
+def test_a_running_job_is_left_to_its_live_claim_and_taken_over_once_that_claim_expired(
+    store: JobStore, clock: FakeClock
+) -> None:
+    job = make_job(store)
+    first = store.claim(job.id, worker="a")
+    assert first is not None and first.started_at is not None
+    lease_start = first.started_at
+
+    # A second message for the job (a reconciler's re-publish) while its claim is live: left alone.
+    assert store.claim(job.id, worker="b", running_since_before=lease_start - timedelta(seconds=1)) is None
+    assert store.get(job.id) == first
+    # Once the claim is older than the cutoff, no worker is on it any more: taken over, one more delivery.
+    clock.advance(timedelta(minutes=10))
+    taken = store.claim(job.id, worker="b", running_since_before=clock.now - timedelta(minutes=5))
+    assert taken is not None and (taken.worker, taken.attempts) == ("b", 2)
+    # A broker's redelivery (no cutoff) takes it over at once.
+    again = store.claim(job.id, worker="c")
+    assert again is not None and (again.worker, again.attempts) == ("c", 3)
+    # A queued job is claimed whatever the cutoff.
+    other = make_job(store)
+    assert store.claim(other.id, worker="d", running_since_before=clock.now - timedelta(days=1)) is not None
+
+
 def test_of_many_racing_claims_exactly_one_is_the_first_delivery(store: JobStore) -> None:
     job = make_job(store)
     workers = 8
@@ -364,7 +387,12 @@ def test_the_first_claim_of_a_queued_job_is_a_delivery_even_from_a_retry(store: 
     assert (claimed.attempts, claimed.status) == (1, JobStatus.RUNNING)
 
 
-def test_requeue_stalled_hands_back_only_jobs_running_since_before_the_cutoff_once(
+def _requeue_running(store: JobStore, before: datetime) -> list[str]:
+    """`requeue_lost` of running jobs alone (no queued job is short of a message)."""
+    return store.requeue_lost(running_before=before, queued_before=before, queued=0)
+
+
+def test_requeue_lost_hands_back_only_jobs_running_since_before_the_cutoff_once(
     store: JobStore, clock: FakeClock
 ) -> None:
     stalled = make_job(store)
@@ -378,12 +406,12 @@ def test_requeue_stalled_hands_back_only_jobs_running_since_before_the_cutoff_on
     fresh = make_job(store)
     assert store.claim(fresh.id, worker="alive") is not None
 
-    assert store.requeue_stalled(started_before=cutoff) == [stalled.id]
+    assert _requeue_running(store, cutoff) == [stalled.id]
 
     requeued = store.get(stalled.id)
     assert requeued is not None and requeued.status is JobStatus.QUEUED
     assert requeued.attempts == 1  # counted again only when a worker claims it
-    assert store.requeue_stalled(started_before=cutoff) == []
+    assert _requeue_running(store, cutoff) == []
     for other, status in (
         (waiting, JobStatus.QUEUED),
         (done, JobStatus.SUCCEEDED),
@@ -399,12 +427,34 @@ def test_a_requeued_job_whose_message_never_came_is_handed_back_again_a_period_l
     job = make_job(store)
     assert store.claim(job.id, worker="died") is not None
     clock.advance(timedelta(minutes=10))
-    assert store.requeue_stalled(started_before=clock.now) == [job.id]
-    # The publish after it failed (broker down): the job sits queued with no message.
+    assert _requeue_running(store, clock.now) == [job.id]
+    # The publish after it failed (broker down): the job sits queued with no message, one short.
     clock.advance(timedelta(minutes=10))
-    assert store.requeue_stalled(started_before=clock.now) == [job.id]
+    assert store.requeue_lost(running_before=clock.now, queued_before=clock.now, queued=1) == [job.id]
     claimed = store.claim(job.id, worker="w")
     assert claimed is not None and claimed.attempts == 2
+
+
+def test_requeue_lost_hands_back_as_many_of_the_oldest_queued_jobs_as_the_broker_is_short_of(
+    store: JobStore, clock: FakeClock
+) -> None:
+    old = [make_job(store) for _ in range(4)]
+    clock.advance(timedelta(minutes=5))
+    cutoff = clock.now
+    young = make_job(store)  # submitted a moment ago: its message may still be on its way
+
+    # Two messages missing: the two oldest queued jobs come back, once per period.
+    assert store.requeue_lost(running_before=cutoff, queued_before=cutoff, queued=2) == [old[0].id, old[1].id]
+    assert store.requeue_lost(running_before=cutoff, queued_before=cutoff, queued=2) == [old[2].id, old[3].id]
+    # Every old one was handed back just now; the young one never is before its time.
+    assert store.requeue_lost(running_before=cutoff, queued_before=cutoff, queued=10) == []
+    assert store.requeue_lost(running_before=clock.now, queued_before=clock.now, queued=0) == []
+    requeued = store.get(old[0].id)
+    assert requeued is not None and (requeued.status, requeued.attempts) == (JobStatus.QUEUED, 0)
+    assert store.count_queued() == 5
+    clock.advance(timedelta(minutes=5))
+    later = store.requeue_lost(running_before=clock.now, queued_before=clock.now, queued=10)
+    assert set(later) == {j.id for j in old} | {young.id}
 
 
 def test_cancel_cancels_a_queued_job_which_then_cannot_be_claimed_or_finished(store: JobStore) -> None:

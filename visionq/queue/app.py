@@ -90,27 +90,25 @@ def _broker_url(settings: Settings) -> str:
 
 
 def _beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
-    """Hourly purge everywhere; on the embedded broker also the minutely recovery of stalled jobs.
+    """The hourly purge, and the reconciliation of the job table with the broker every 30 s.
 
-    RabbitMQ keeps an unacked message until its consumer is gone and then delivers it again (Redis
-    after its visibility timeout), so nothing needs re-publishing there, and doing so would put a
-    second message beside one still queued. kombu's filesystem transport loses the messages a
-    worker held when it is killed: there, beat hands such jobs back (see JobStore.requeue_stalled).
+    Every broker can lose a message a job depends on: Redis all of them when it restarts without
+    persistence, kombu's filesystem transport those a killed worker held, RabbitMQ a non-durable one
+    or a whole node's disk. The job table is the single source of truth, so beat has the workers
+    publish again the jobs with no message left (visionq.worker.tasks.reconcile).
     """
-    schedule = {
+    return {
         "purge-expired-jobs": {
             "task": constants.PURGE_TASK,
             "schedule": float(constants.PURGE_INTERVAL_S),
             "options": {"queue": constants.QUEUE},
-        }
-    }
-    if settings.embedded_broker:
-        schedule["recover-stalled-jobs"] = {
+        },
+        "recover-lost-jobs": {
             "task": constants.RECOVER_TASK,
             "schedule": float(constants.RECOVER_INTERVAL_S),
             "options": {"queue": constants.QUEUE},
-        }
-    return schedule
+        },
+    }
 
 
 def _transport_options(settings: Settings) -> dict[str, Any]:

@@ -53,6 +53,22 @@ class JobPublisher:
         except self._errors as exc:
             raise BrokerUnavailable(f"cannot publish job {job_id} to the broker: {_describe(exc)}") from exc
 
+    def waiting(self) -> int:
+        """How many messages wait in the jobs' queue (RabbitMQ: ready, not those a worker holds unacked).
+
+        Raises BrokerUnavailable when the broker cannot be asked.
+        """
+        try:
+            queue = next(q for q in self._app.conf.task_queues if q.name == constants.QUEUE)
+            with self._app.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1, interval_start=0, timeout=BROKER_CONNECT_TIMEOUT_S)
+                # Declared as the workers declare it (a no-op when it exists): a queue no worker has
+                # declared yet waits with nothing.
+                declared = queue.bind(conn.default_channel).queue_declare()
+                return int(declared.message_count)
+        except self._errors as exc:
+            raise BrokerUnavailable(f"cannot count the queued messages: {_describe(exc)}") from exc
+
     def ping(self) -> None:
         """Open a broker connection; raises BrokerUnavailable when that fails (the readiness check)."""
         try:

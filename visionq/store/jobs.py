@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Connection,
     Engine,
     Row,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     bindparam,
     case,
     delete,
+    func,
     insert,
     select,
     tuple_,
@@ -40,7 +42,6 @@ PURGE_BATCH = 500
 _CREATE_ATTEMPTS = 3
 
 _TERMINAL = [s.value for s in TERMINAL_STATUSES]
-_CLAIMABLE = [JobStatus.QUEUED.value, JobStatus.RUNNING.value]
 
 
 def utc_now() -> datetime:
@@ -190,37 +191,69 @@ class JobStore:
         jobs = jobs[:limit]
         return jobs, encode_cursor(jobs[-1].created_at, jobs[-1].id)
 
-    def claim(self, job_id: str, *, worker: str, delivery: bool = True) -> Job | None:
-        """Mark the job running on `worker`; None when it is gone or finished.
+    def claim(
+        self,
+        job_id: str,
+        *,
+        worker: str,
+        delivery: bool = True,
+        running_since_before: datetime | None = None,
+    ) -> Job | None:
+        """Mark the job running on `worker`; None when it is gone, finished, or held by a live claim.
 
-        A running job is claimed again: that is a redelivery after a worker died mid-job. `delivery`
-        says whether this counts as one more delivery (`attempts`): a task retrying itself after a
-        database blip is the same delivery going on, not a worker that died. Claiming a queued job
-        always counts one: when the blip came before the first claim, the retry is what delivers it.
+        A running job is claimed again when its worker died mid-job: when `running_since_before` is
+        None (the caller knows: a broker's redelivery, or its own retry), or when the job has been
+        running since before it (its claim outlived the time limit, so no worker is on it any more).
+        A running job claimed more recently is left to its worker: that is a second message for the
+        same job (a reconciler's re-publish), and running it too would run it twice.
+
+        `delivery` says whether this counts as one more delivery (`attempts`): a task retrying itself
+        after a database blip is the same delivery going on, not a worker that died. Claiming a queued
+        job always counts one: when the blip came before the first claim, the retry is what delivers it.
         """
-        claimed = self._claim(job_id, worker=worker, delivery=delivery, then=_GET_JOB)
+        claimed = self._claim(job_id, worker, delivery, running_since_before, then=_GET_JOB)
         return None if claimed is None else _to_job(claimed)
 
     def claim_with_image(
-        self, job_id: str, *, worker: str, delivery: bool = True
+        self,
+        job_id: str,
+        *,
+        worker: str,
+        delivery: bool = True,
+        running_since_before: datetime | None = None,
     ) -> tuple[Job, bytes] | None:
         """`claim`, and the bytes of the job's image read with the job: what a worker needs, in one
         statement fewer than `claim` and `image_data`."""
-        claimed = self._claim(job_id, worker=worker, delivery=delivery, then=_GET_JOB_WITH_IMAGE)
+        claimed = self._claim(job_id, worker, delivery, running_since_before, then=_GET_JOB_WITH_IMAGE)
         if claimed is None:
             return None
         values = dict(claimed._mapping)
         data: bytes = values.pop("image_data")
         return _job_of(values), data
 
-    def _claim(self, job_id: str, *, worker: str, delivery: bool, then: Select[Any]) -> Row[Any] | None:
+    def _claim(
+        self,
+        job_id: str,
+        worker: str,
+        delivery: bool,
+        running_since_before: datetime | None,
+        *,
+        then: Select[Any],
+    ) -> Row[Any] | None:
         key = canonical_job_id(job_id)
         if key is None:
             return None
         with self._write() as conn:
             claimed = conn.execute(
                 _CLAIM,
-                {"job_id": key, "redelivery": 1 if delivery else 0, "now": self._clock(), "worker": worker},
+                {
+                    "job_id": key,
+                    "redelivery": 1 if delivery else 0,
+                    "now": self._clock(),
+                    "worker": worker,
+                    "take_over": running_since_before is None,
+                    "running_since_before": running_since_before,
+                },
             ).scalar_one_or_none()
             # The inner join always finds the image: a job's image is deleted only with its last job.
             return None if claimed is None else conn.execute(then, {"job_id": key}).one()
@@ -246,31 +279,49 @@ class JobStore:
         with self._write() as conn:
             return conn.execute(statement, {"job_id": key, "now": self._clock(), **params}).rowcount == 1
 
-    def requeue_stalled(self, *, started_before: datetime, limit: int = PURGE_BATCH) -> list[str]:
-        """Put jobs a worker took but never finished back to queued; returns their ids to re-publish.
+    def count_queued(self) -> int:
+        """How many jobs are queued (an index-only count)."""
+        with self._read() as conn:
+            return int(conn.execute(_COUNT_QUEUED).scalar_one())
 
-        A running job started before the cutoff (older than the task time limit) has no worker on it
-        any more: its worker died and the broker lost the message (kombu's filesystem transport does
-        on a hard kill). A queued job with a start time was requeued by an earlier call whose publish
-        never happened. `started_at` becomes the requeue time, so each
-        stalled job is handed back once per period, not on every call.
+    def requeue_lost(
+        self,
+        *,
+        running_before: datetime,
+        queued_before: datetime,
+        queued: int,
+        limit: int = PURGE_BATCH,
+    ) -> list[str]:
+        """Put back to queued, and return to be published again, the jobs whose message is presumed lost.
+
+        - Running since before `running_before`: a claim older than the time limit has no worker on it
+          any more. Its worker died, and the broker had no message to redeliver (kombu's filesystem
+          transport loses a killed worker's; a Redis restart loses them all).
+        - Of the jobs queued and last published before `queued_before`, the `queued` oldest: the caller
+          knows how many messages the broker is short of (queued jobs against messages waiting). The
+          oldest are the ones whose messages would have been delivered first.
+
+        `started_at` of a job handed back becomes the time it is published again, so each comes back
+        once per period: a publish that never happens (the broker is down) is retried the next.
         """
-        stalled = (JobRow.started_at < started_before) & (
-            (JobRow.status == JobStatus.RUNNING.value)
-            | ((JobRow.status == JobStatus.QUEUED.value) & JobRow.started_at.is_not(None))
-        )
+        running = (JobRow.status == JobStatus.RUNNING.value) & (JobRow.started_at < running_before)
+        last_published = func.coalesce(JobRow.started_at, JobRow.created_at)
+        waiting = (JobRow.status == JobStatus.QUEUED.value) & (last_published < queued_before)
         with self._write() as conn:
-            ids = conn.execute(select(JobRow.id).where(stalled).order_by(JobRow.started_at).limit(limit))
-            candidates = [row[0] for row in ids]
+            candidates = [row[0] for row in conn.execute(select(JobRow.id).where(running).limit(limit))]
+            if queued > 0:
+                oldest = select(JobRow.id).where(waiting).order_by(JobRow.created_at, JobRow.id)
+                candidates += [row[0] for row in conn.execute(oldest.limit(min(queued, limit)))]
             if not candidates:
                 return []
             requeued = conn.execute(
                 update(JobRow)
-                .where(JobRow.id.in_(candidates), stalled)
+                .where(JobRow.id.in_(candidates), running | waiting)
                 .values(status=JobStatus.QUEUED.value, started_at=self._clock())
                 .returning(JobRow.id)
             )
-            return [row[0] for row in requeued]
+            found = {row[0] for row in requeued}
+        return [job_id for job_id in candidates if job_id in found]
 
     def cancel(self, job_id: str) -> Job | None:
         """Cancel a queued job and return it; None when it is missing or no longer queued."""
@@ -355,6 +406,7 @@ def _select_jobs() -> Select[Any]:
 # The hot statements, built once: composing a statement and its cache key on every call cost more
 # API CPU than running it (a GET went from 0.93 to 0.69 ms).
 _INSERT_JOB = insert(JobRow)
+_COUNT_QUEUED = select(func.count()).select_from(JobRow).where(JobRow.status == JobStatus.QUEUED.value)
 _GET_JOB = _select_jobs().where(JobRow.id == bindparam("job_id"))
 # Image bytes come back in PostgreSQL's binary format (visionq.store.db.BINARY_RESULTS).
 _BINARY = {BINARY_RESULTS: True}
@@ -375,10 +427,22 @@ _SUCCEED = _finish_running(JobStatus.SUCCEEDED).values(
     detections=bindparam("detections", type_=JobRow.detections.type),
     timings_ms=bindparam("timings_ms", type_=JobRow.timings_ms.type),
 )
-# A queued job's claim is always a new delivery; a running one's only when `redelivery` says so.
+# A queued job's claim is always a new delivery; a running one's only when `redelivery` says so. A
+# running job is taken over only when `take_over` says its worker died, or its claim is older than
+# `running_since_before` (see JobStore.claim).
 _CLAIM = (
     update(JobRow)
-    .where(JobRow.id == bindparam("job_id"), JobRow.status.in_(_CLAIMABLE))
+    .where(
+        JobRow.id == bindparam("job_id"),
+        (JobRow.status == JobStatus.QUEUED.value)
+        | (
+            (JobRow.status == JobStatus.RUNNING.value)
+            & (
+                bindparam("take_over", type_=Boolean())
+                | (JobRow.started_at < bindparam("running_since_before", type_=UTCDateTime()))
+            )
+        ),
+    )
     .values(
         status=JobStatus.RUNNING.value,
         attempts=JobRow.attempts

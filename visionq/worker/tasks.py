@@ -13,13 +13,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery import Celery, Task, shared_task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.utils.log import get_task_logger
 
 from visionq import constants
+from visionq.config import Settings
 from visionq.errors import ErrorCode, ServiceUnavailable, VisionqError
 from visionq.queue import JobPublisher, embedded, events
-from visionq.store import Job, JobStatus
+from visionq.store import Job, JobStatus, JobStore, create_engine_for
 from visionq.worker.app import WorkerApp
 from visionq.worker.runtime import Runtime
 
@@ -51,10 +52,42 @@ class JobTask(Task):  # type: ignore[misc]  # Celery ships no type information
 
     @property
     def runtime(self) -> Runtime:
+        return self._worker_app().runtime
+
+    def _worker_app(self) -> WorkerApp:
         app = self.app
         if not isinstance(app, WorkerApp):
             raise RuntimeError("visionq's tasks run on visionq.worker.app.WorkerApp, not a plain Celery app")
-        return app.runtime
+        return app
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        """A detection killed at the hard time limit is a hang: its job fails `timeout` at once.
+
+        Celery calls this in the worker's main process when it kills a child that ran past the hard
+        limit without stopping at the soft one (stuck in native code, or stopped). Left to redelivery,
+        the job would hang its next child too, and fail only after MAX_DELIVERIES of them as "its worker
+        died each time", holding a child for 4 time limits.
+        """
+        if isinstance(exc, TimeLimitExceeded) and self.name == constants.DETECT_TASK and args:
+            fail_hung_job(self._worker_app().settings, str(args[0]))
+
+
+def fail_hung_job(settings: Settings, job_id: str) -> None:
+    """Record that job `job_id` hung past the hard time limit, over a connection of its own (this runs in
+    the worker's main process, whose children must not inherit a pool); a database outage is logged."""
+    limit = settings.task_time_limit
+    message = (
+        f"detection hung: it ran past the time limit of {limit} s without stopping, and its worker "
+        "process was killed"
+    )
+    engine = create_engine_for(settings.resolved_database_url)
+    try:
+        if JobStore(engine).fail(job_id, code=ErrorCode.TIMEOUT, message=message):
+            logger.error("job %s hung past the time limit (%d s): failed as timeout", job_id, limit)
+    except VisionqError as exc:
+        logger.error("job %s hung past the time limit, and could not be failed: %s", job_id, exc)
+    finally:
+        engine.dispose()
 
 
 def _task(**options: Any) -> Callable[[Callable[..., Any]], JobTask]:
@@ -75,14 +108,20 @@ def _task(**options: Any) -> Callable[[Callable[..., Any]], JobTask]:
 def detect(self: JobTask, job_id: str) -> None:
     """Run detection job `job_id` and store its result (or its permanent failure) in the job row."""
     # A retry (after a database blip) continues the same delivery; a message the broker handed out
-    # again because its consumer died is a new one (RabbitMQ flags it `redelivered`).
+    # again because its consumer died is a new one (RabbitMQ, Redis and the filesystem transport flag
+    # it `redelivered`). Either may take the job over from the claim before it. Any other message for
+    # a running job is a second one (a reconciler's re-publish): it waits for the claim to expire.
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    retry = bool(self.request.retries)
     runtime = self.runtime
     status = run_job(
         runtime,
         job_id,
         worker=self.request.hostname or "local",
-        delivery=not self.request.retries or redelivered,
+        delivery=not retry or redelivered,
+        running_since_before=None
+        if retry or redelivered
+        else datetime.now(UTC) - claim_lease(runtime.settings),
     )
     announce_outcome(self.app, runtime, job_id, status)
 
@@ -111,28 +150,65 @@ def purge(self: JobTask) -> int:
 
 @_task(name=constants.RECOVER_TASK, **_HOUSEKEEPING)
 def recover(self: JobTask) -> int:
-    """Re-publish jobs that stalled (running past the time limit with no worker on them)."""
+    """Publish again the jobs whose message was lost; how many (see `reconcile`)."""
     runtime = self.runtime
-    limit = runtime.settings.task_time_limit + constants.RECOVER_GRACE_S
-    cutoff = datetime.now(UTC) - timedelta(seconds=limit)
-    job_ids = runtime.store.requeue_stalled(started_before=cutoff)
-    publisher = JobPublisher(self.app)
+    return reconcile(runtime, JobPublisher(self.app))
+
+
+def reconcile(runtime: Runtime, publisher: JobPublisher) -> int:
+    """Every accepted job reaches a terminal state, whatever the broker lost: publish its job again.
+
+    - A job running longer than a claim lasts (`claim_lease`) has no worker on it: its worker died and
+      the broker had no message to redeliver.
+    - Queued jobs with no message: the broker holds fewer messages than there are queued jobs (a Redis
+      restart empties it; a killed worker takes its messages from the filesystem broker). As many of
+      the oldest, published more than `REQUEUE_AFTER_S` ago, are published again. A healthy queue,
+      however deep, holds a message for every queued job, and nothing is published twice.
+
+    A second message for a job that still has its first is harmless: the claim of a queued job is
+    taken once, and a live claim is left to its worker (JobStore.claim).
+    """
+    now = datetime.now(UTC)
+    lease = claim_lease(runtime.settings)
+    queued = runtime.store.count_queued()
+    short = max(0, queued - publisher.waiting()) if queued else 0
+    job_ids = runtime.store.requeue_lost(
+        running_before=now - lease,
+        queued_before=now - timedelta(seconds=constants.REQUEUE_AFTER_S),
+        queued=short,
+    )
     for job_id in job_ids:
         # A broker error stops here; the jobs not yet published are picked up again next period.
         publisher.publish(job_id)
-        logger.warning("job %s stalled (no result %d s after its start): published again", job_id, limit)
+        logger.warning("job %s had no message left on the broker: published again", job_id)
     return len(job_ids)
 
 
-def run_job(runtime: Runtime, job_id: str, *, worker: str, delivery: bool = True) -> JobStatus | None:
-    """Claim the job, detect, record the outcome; a job already finished or cancelled is left alone.
+def claim_lease(settings: Settings) -> timedelta:
+    """How long a claim holds its job: the time limit, after which no worker runs it any more, and a
+    grace for clock skew between machines."""
+    return timedelta(seconds=settings.task_time_limit + constants.RECOVER_GRACE_S)
+
+
+def run_job(
+    runtime: Runtime,
+    job_id: str,
+    *,
+    worker: str,
+    delivery: bool = True,
+    running_since_before: datetime | None = None,
+) -> JobStatus | None:
+    """Claim the job, detect, record the outcome; a job already finished or cancelled, or held by a live
+    claim (see JobStore.claim), is left alone.
 
     Returns the status this call wrote (succeeded or failed), None when it wrote no outcome.
     """
     started = time.perf_counter()
-    claimed = runtime.store.claim_with_image(job_id, worker=worker, delivery=delivery)
+    claimed = runtime.store.claim_with_image(
+        job_id, worker=worker, delivery=delivery, running_since_before=running_since_before
+    )
     if claimed is None:
-        logger.info("job %s is finished, cancelled or unknown: nothing to do", job_id)
+        logger.info("job %s is finished, cancelled, unknown or running elsewhere: nothing to do", job_id)
         return None
     job, data = claimed
     if job.attempts > constants.MAX_DELIVERIES:
