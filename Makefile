@@ -30,7 +30,7 @@ lint: setup
 test: lint
 	$(BIN)/pytest
 
-## faults: only the tests that stop and restart a real server (RabbitMQ)
+## faults: the fault scenarios (they stop and restart real servers: RabbitMQ, Redis) and their tables
 faults: setup
 	$(BIN)/pytest -m faults
 

@@ -150,11 +150,17 @@ def _seed_models(model_cache: ModelCache, data_dir: Path) -> None:
 
 @contextmanager
 def running_service(
-    request: pytest.FixtureRequest, tmp_path: Path, model_cache: ModelCache, **settings: str
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    model_cache: ModelCache,
+    *,
+    beat: bool = False,
+    concurrency: int = 1,
+    **settings: str,
 ) -> Iterator[Service]:
-    """api + one worker. On RabbitMQ (or Redis) + PostgreSQL the worker plays "another machine": its
-    own empty data dir, sharing only the broker and the database with the API. `settings` (VISIONQ_
-    settings by name) go to both."""
+    """api + one worker of `concurrency` children, and `visionq beat` if asked. On RabbitMQ (or Redis)
+    + PostgreSQL the worker plays "another machine": its own empty data dir, sharing only the broker
+    and the database with the API. `settings` (VISIONQ_ settings by name) go to every process."""
     api_dir = tmp_path / "api"
     _seed_models(model_cache, api_dir)
     if request.param in ("rabbitmq-postgres", "redis-postgres"):
@@ -173,7 +179,10 @@ def running_service(
     port = free_port()
     with processes(tmp_path / "logs") as procs:
         procs.start("api", [*VISIONQ, "api", "--port", str(port)], visionq_env(api_dir, **shared))
-        procs.start("worker", [*VISIONQ, "worker", "--concurrency", "1"], visionq_env(worker_dir, **shared))
+        worker = [*VISIONQ, "worker", "--concurrency", str(concurrency)]
+        procs.start("worker", worker, visionq_env(worker_dir, **shared))
+        if beat:
+            procs.start("beat", [*VISIONQ, "beat"], visionq_env(tmp_path / "beat", **shared))
         base = f"http://127.0.0.1:{port}"
         wait_ready(base, procs)
         with httpx.Client(base_url=base, timeout=30) as client:

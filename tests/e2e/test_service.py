@@ -71,6 +71,7 @@ def test_a_photo_goes_through_the_queue_to_the_same_result_as_visionq_detect(
     job = wait_finished(service.client, job_id)
     assert job["status"] == "succeeded", job
     assert job["attempts"] == 1
+    assert f"job {job_id} queued: yolov4-tiny, image/jpeg 810x1080" in service.procs.output("api")
     image = job["image"]
     assert isinstance(image, dict)
     assert (image["width"], image["height"], image["content_type"]) == (810, 1080, "image/jpeg")
