@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -65,13 +66,33 @@ def test_while_the_broker_is_down_submissions_get_503_and_nothing_is_left_queued
     assert client.get("/v1/jobs").json()["jobs"] == []
 
 
+def _connected_at(worker_log: str) -> list[datetime]:
+    """When the worker's consumer (re)connected to the broker, from its log lines."""
+    return [
+        datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f")
+        for line in worker_log.splitlines()
+        if "MainProcess] Connected to amqp://" in line
+    ]
+
+
 def test_the_service_recovers_when_the_broker_comes_back(service: Service, samples: dict[str, bytes]) -> None:
     client = service.client
     _rabbitmqctl("stop_app")
     try:
         assert _ready(client).status_code == 503
+        time.sleep(5)  # long enough for kombu's old backoff to have stretched to 4-6 s
     finally:
         _rabbitmqctl("start_app")
+    back = datetime.now()
+    # The worker tries again at most 2 s apart: it is consuming within 3 s of the broker's return.
+    wait_until(
+        lambda: any(t > back for t in _connected_at(service.procs.output("worker"))),
+        timeout_s=30,
+        what="the worker connected again",
+        interval_s=0.1,
+    )
+    reconnected = min(t for t in _connected_at(service.procs.output("worker")) if t > back)
+    assert (reconnected - back).total_seconds() <= 3.0, reconnected - back
     wait_until(
         lambda: _ready(client).status_code == 200,
         timeout_s=90,

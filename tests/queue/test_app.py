@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
+
+import pytest
+from kombu.exceptions import OperationalError
 
 from visionq import constants
 from visionq.config import Settings
@@ -69,3 +73,18 @@ def test_beat_reconciles_the_job_table_with_every_broker(tmp_path: Path) -> None
         assert all(e["options"] == {"queue": constants.QUEUE} for e in schedule.values())
         recover = next(e for e in schedule.values() if e["task"] == constants.RECOVER_TASK)
         assert recover["schedule"] == constants.RECOVER_INTERVAL_S
+
+
+def test_a_broker_that_went_away_is_tried_again_for_ever_at_most_two_seconds_apart(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_celery_app(Settings(data_dir=tmp_path, broker_url=f"amqp://guest:guest@127.0.0.1:{port}//"))
+    assert app.conf.broker_connection_max_retries is None  # a worker never gives up
+    waits: list[float] = []
+
+    # What a worker's consumer calls to reconnect (with no limit; 5 tries here).
+    with app.connection_for_read() as conn, pytest.raises(OperationalError):
+        conn.ensure_connection(lambda _exc, interval: waits.append(interval), 5)
+
+    assert waits == [0.5, 1.0, 1.5, 2.0, 2.0]
