@@ -141,6 +141,12 @@ class Service:
     api_data_dir: Path
     worker_data_dir: Path
     procs: Processes
+    worker_env: dict[str, str] = field(default_factory=dict)
+
+    def start_worker(self, name: str, *, concurrency: int = 1) -> subprocess.Popen[bytes]:
+        """Another `visionq worker` on the service's broker and database (its own node name)."""
+        args = [*VISIONQ, "worker", "--concurrency", str(concurrency), "--name", f"{name}@%h"]
+        return self.procs.start(name, args, self.worker_env)
 
 
 def _seed_models(model_cache: ModelCache, data_dir: Path) -> None:
@@ -180,10 +186,11 @@ def running_service(
     with processes(tmp_path / "logs") as procs:
         procs.start("api", [*VISIONQ, "api", "--port", str(port)], visionq_env(api_dir, **shared))
         worker = [*VISIONQ, "worker", "--concurrency", str(concurrency)]
-        procs.start("worker", worker, visionq_env(worker_dir, **shared))
+        worker_env = visionq_env(worker_dir, **shared)
+        procs.start("worker", worker, worker_env)
         if beat:
             procs.start("beat", [*VISIONQ, "beat"], visionq_env(tmp_path / "beat", **shared))
         base = f"http://127.0.0.1:{port}"
         wait_ready(base, procs)
         with httpx.Client(base_url=base, timeout=30) as client:
-            yield Service(client, api_dir, worker_dir, procs)
+            yield Service(client, api_dir, worker_dir, procs, worker_env)

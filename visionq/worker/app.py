@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 from typing import Any
 
@@ -68,6 +69,7 @@ class WorkerApp(Celery):  # type: ignore[misc]  # Celery ships no type informati
         self._inference_processes = 1
         self.steps["worker"].add(_Prepare)
         signals.worker_process_init.connect(self._warm_up)
+        signals.worker_process_init.connect(_DrainOnGroupTerm.install)
 
     @property
     def runtime(self) -> Runtime:
@@ -100,6 +102,39 @@ class WorkerApp(Celery):  # type: ignore[misc]  # Celery ships no type informati
     def _warm_up(self, **_: Any) -> None:
         """In each prefork child (and a solo worker) before it takes jobs: load the default model."""
         self.runtime.warm_up()
+
+
+class _DrainOnGroupTerm:
+    """In a prefork child, a SIGTERM that arrives during a task waits for the task to end, then is
+    dropped: the worker's main process, which drains the worker, is the one that acts on it.
+
+    A SIGTERM to the worker's whole process group (systemd's default KillMode, `kill -- -PGID`) reaches
+    the children too, and billiard's handler interrupts their tasks: each job was redelivered and used
+    up a delivery. Held here, the child finishes its job and reports it; the main process stops taking
+    messages, waits for the tasks running, then closes the pool, and the children leave between tasks.
+    A SIGTERM between tasks (the pool being terminated) acts at once, as before.
+    """
+
+    _previous: Any = None
+
+    @classmethod
+    def install(cls, **_: Any) -> None:
+        signals.task_prerun.connect(cls._hold, weak=False)
+        signals.task_postrun.connect(cls._release, weak=False)
+
+    @classmethod
+    def _hold(cls, **_: Any) -> None:
+        cls._previous = signal.signal(signal.SIGTERM, cls._note)
+
+    @classmethod
+    def _note(cls, _signum: int, _frame: Any) -> None:
+        logger.info("SIGTERM during a task: the task finishes first, the worker drains")
+
+    @classmethod
+    def _release(cls, **_: Any) -> None:
+        if cls._previous is not None:
+            signal.signal(signal.SIGTERM, cls._previous)
+            cls._previous = None
 
 
 class _Prepare(bootsteps.Step):  # type: ignore[misc]  # Celery ships no type information

@@ -1,0 +1,72 @@
+"""A worker sent SIGTERM mid-load, to its main process or to its whole process group (systemd's default,
+`kill -- -PGID`): it finishes the jobs it is running, takes no more, and exits; a fresh worker runs the
+rest. No job is interrupted, so none is delivered twice."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.e2e.ledger import Ledger
+from tests.e2e.stack import Service, running_service
+from tests.helpers import wait_until
+from visionq.bench.service import Uploads
+from visionq.models.cache import ModelCache
+
+pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.rabbitmq, pytest.mark.postgres]
+
+JOBS = 24
+
+
+@pytest.fixture(params=["rabbitmq-postgres"])
+def service(request: pytest.FixtureRequest, tmp_path: Path, model_cache: ModelCache) -> Iterator[Service]:
+    with running_service(request, tmp_path, model_cache, concurrency=2) as running:
+        yield running
+
+
+def _slow_png() -> bytes:
+    """A 6000 x 6000 PNG: a few tenths of a second per job, so that SIGTERM finds jobs mid-run."""
+    ramp = (np.indices((6000, 6000)).sum(0) % 251).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(np.stack([ramp, ramp.T, ramp // 2], -1)).save(out, "PNG", compress_level=1)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("target", ["main process", "process group"])
+def test_a_worker_sent_sigterm_mid_load_finishes_its_jobs_and_a_fresh_one_runs_the_rest(
+    service: Service, target: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = service.client
+    ledger = Ledger(client, Uploads([("slow.png", _slow_png())], unique=True))
+    ledger.submit_many(JOBS)
+    wait_until(
+        lambda: any(client.get(f"/v1/jobs/{j}").json()["status"] == "running" for j in ledger.accepted),
+        timeout_s=60,
+        what="a job running",
+        interval_s=0.01,
+    )
+
+    worker = next(proc for name, proc in service.procs.started if name == "worker")
+    (os.kill if target == "main process" else os.killpg)(worker.pid, signal.SIGTERM)
+    assert worker.wait(timeout=60) == 0, service.procs.output("worker")[-3000:]
+    # Drained: every job it had taken finished; the others wait for the next worker.
+    statuses = {client.get(f"/v1/jobs/{j}").json()["status"] for j in ledger.accepted}
+    assert statuses <= {"succeeded", "queued"}, statuses
+
+    service.start_worker("fresh", concurrency=2)
+    outcome = ledger.settle(timeout_s=180, worker_log=service.procs.logs / "worker.log")
+
+    with capsys.disabled():  # the scenario's table, printed as the fault suite's output
+        sys.stdout.write(
+            f"\n{outcome.table(f'SIGTERM to the worker ({target}) mid-load, then a fresh one')}\n"
+        )
+    assert (outcome.lost, outcome.duplicated, outcome.redeliveries) == ([], 0, 0), outcome
+    assert outcome.accepted == outcome.succeeded == JOBS
