@@ -42,6 +42,9 @@ RABBITMQ_CONSUMER_TIMEOUT_S: Final = 30 * 60
 
 # The one Celery queue detection jobs travel on; durable, so a broker restart loses none.
 QUEUE: Final = "visionq"
+# Where a worker moves the messages it cannot run (not JSON, pickle, an unknown task, a malformed
+# request), with why in a header: kept for a look, never lost, never run.
+DEAD_LETTER_QUEUE: Final = "visionq.dead"
 DETECT_TASK: Final = "visionq.detect"
 PURGE_TASK: Final = "visionq.purge"
 RECOVER_TASK: Final = "visionq.recover"

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import pickle
 import signal
 import subprocess
+import uuid
 from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from kombu.entity import Queue
 from PIL import Image
 
 from tests.helpers import settings_env, wait_for_job, wait_until
@@ -203,3 +207,67 @@ def test_stock_celery_inspect_reaches_the_worker_and_sees_the_detect_task(
     registered = json.loads(result.stdout)
     (worker,) = (name for name in registered if name.startswith("rabbit@"))
     assert constants.DETECT_TASK in registered[worker], registered
+
+
+def _dead_letters(settings: Settings) -> list[Any]:
+    """The messages in the dead-letter queue, taken off it."""
+    app = create_celery_app(settings)
+    found = []
+    with app.connection_for_write() as conn:
+        queue = Queue(constants.DEAD_LETTER_QUEUE, durable=True, channel=conn.default_channel)  # type: ignore[no-untyped-call]
+        queue.declare()  # type: ignore[no-untyped-call]
+        while (message := queue.get(no_ack=True)) is not None:  # type: ignore[no-untyped-call]
+            found.append(message)
+    return found
+
+
+def test_messages_a_worker_cannot_run_are_logged_in_one_line_and_moved_to_the_dead_letter_queue(
+    rabbit_worker: WorkerProcess,
+    rabbit_settings: Settings,
+    rabbit_store: JobStore,
+    publisher: JobPublisher,
+    samples: dict[str, bytes],
+) -> None:
+    _dead_letters(rabbit_settings)  # none left from before
+    secret = "BODY-MUST-NOT-BE-LOGGED"
+    task = {"task": constants.DETECT_TASK, "id": str(uuid.uuid4()), "lang": "py"}
+    bad = [
+        # pickle: refused (only JSON is accepted), never unpickled
+        (pickle.dumps({"args": [secret]}), "application/x-python-serialize", "binary", task),
+        # JSON by its content type, not by its bytes
+        (b"\xff\xfe" + secret.encode(), "application/json", "utf-8", task),
+        # valid JSON, a task no worker has
+        (
+            json.dumps([[secret], {}, {}]).encode(),
+            "application/json",
+            "utf-8",
+            {**task, "task": "visionq.nope"},
+        ),
+    ]
+    app = create_celery_app(rabbit_settings)
+    with app.producer_pool.acquire(block=True) as producer:
+        for body, content_type, encoding, headers in bad:
+            producer.publish(
+                body,
+                exchange=constants.QUEUE,
+                routing_key=constants.QUEUE,
+                content_type=content_type,
+                content_encoding=encoding,
+                headers=headers,
+            )
+    drain(rabbit_store, publisher, samples)  # the worker went on, and took all three before this job
+
+    dead = wait_until(lambda: _dead_letters(rabbit_settings) or None, timeout_s=30, what="dead letters")
+    bodies = [m.body if isinstance(m.body, bytes) else m.body.encode() for m in dead]
+    assert sorted(bodies) == sorted(body for body, *_ in bad)  # byte for byte, nothing lost
+    reasons = {
+        m.body if isinstance(m.body, bytes) else m.body.encode(): m.headers["x-visionq-refused"] for m in dead
+    }
+    pickled, not_json, unknown = (body for body, *_ in bad)
+    assert "ContentDisallowed" in reasons[pickled] and "pickle" in reasons[pickled]
+    assert reasons[not_json].startswith("cannot be decoded")
+    assert reasons[unknown].startswith("names a task this worker does not have")
+    log = rabbit_worker.log_path.read_text(errors="replace")
+    refused = [line for line in log.splitlines() if "refused a message" in line]
+    assert len(refused) == 3, refused
+    assert secret not in log and "Traceback" not in log

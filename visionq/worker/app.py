@@ -61,6 +61,8 @@ class WorkerApp(Celery):  # type: ignore[misc]  # Celery ships no type informati
             # itself, every 5 s while it runs: unwatched, the events cost 1.3 ms of CPU per job
             # (worker and RabbitMQ, README Performance) for nobody.
             worker_send_task_events=False,
+            # Messages it cannot run go to the dead-letter queue, logged in one line (consumer.py).
+            worker_consumer="visionq.worker.consumer:Consumer",
         )
         self.settings = settings
         self._runtime: Runtime | None = None
