@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,10 +34,13 @@ _REDIS_SERVER = [
 
 
 def _redis_up() -> bool:
+    client = redis.Redis(port=6379, socket_connect_timeout=1)
     try:
-        return bool(redis.Redis(port=6379, socket_connect_timeout=1).ping())
+        return bool(client.ping())
     except redis.exceptions.ConnectionError:
         return False
+    finally:
+        client.close()
 
 
 @contextmanager
@@ -82,3 +86,31 @@ def test_a_redis_restart_with_a_backlog_queued_loses_no_accepted_job(
     assert outcome.accepted == outcome.succeeded == 80, outcome
     assert dict(outcome.refused) == {503: 5}
     assert outcome.slowest_submit_s <= 5
+
+
+def test_after_a_redis_restart_a_worker_still_hears_the_others_through_gossip(service: Service) -> None:
+    # Celery logs "Error on restarting Gossip: AttributeError(... 'connection_errors')" and a traceback
+    # here: closing the dead channel fails, but Gossip starts again on the new connection.
+    def first(what: str) -> int:
+        return service.procs.output("worker").count(what)
+
+    wait_until(lambda: first(" ready.") == 1, timeout_s=90, what="the worker ready")
+    settled = first("mingle: all alone")
+    with redis_down():
+        pass
+    wait_until(lambda: first("mingle: all alone") > settled, timeout_s=30, what="the worker back on Redis")
+    second = service.start_worker("second")
+    wait_until(
+        lambda: " ready." in service.procs.output("second"), timeout_s=90, what="the second worker ready"
+    )
+    time.sleep(5)  # heartbeats: the first worker's Gossip learns of the second
+
+    os.killpg(second.pid, signal.SIGKILL)  # gone without a word: only Gossip can notice
+    wait_until(
+        lambda: first("missed heartbeat from second@") > 0,
+        timeout_s=60,
+        what="the first worker's Gossip missing the second's heartbeats",
+        interval_s=0.5,
+    )
+    log = service.procs.output("worker")
+    assert "Error on restarting Gossip" not in log and "Traceback" not in log

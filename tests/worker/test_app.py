@@ -3,7 +3,9 @@ Runtime per app and per process."""
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,3 +88,38 @@ def test_a_task_on_a_plain_celery_app_says_it_needs_the_worker_app(tmp_path: Pat
 
     with pytest.raises(RuntimeError, match="WorkerApp"):
         _ = task.runtime
+
+
+def _log_through(logger_name: str, record: logging.LogRecord) -> logging.LogRecord | None:
+    """What the named logger's filters make of `record` (None: dropped)."""
+    return record if logging.getLogger(logger_name).filter(record) else None
+
+
+def test_gossips_failed_close_of_its_dead_channel_is_one_warning_line_and_others_are_untouched(
+    tmp_path: Path,
+) -> None:
+    WorkerApp(Settings(data_dir=tmp_path))  # installs the filter
+    try:
+        raise AttributeError("'NoneType' object has no attribute 'connection_errors'")
+    except AttributeError as exc:
+        error = exc
+        exc_info = sys.exc_info()
+
+    def record(step: str) -> logging.LogRecord:
+        # As celery.bootsteps logs it (logger.exception) when a step fails to restart.
+        return logging.LogRecord(
+            "celery.bootsteps",
+            logging.ERROR,
+            __file__,
+            1,
+            "Error on %s %s: %r",
+            ("restarting", step, error),
+            exc_info,
+        )
+
+    gossip = _log_through("celery.bootsteps", record("Gossip"))
+    assert gossip is not None and (gossip.levelname, gossip.exc_info) == ("WARNING", None)
+    assert gossip.getMessage().startswith("Gossip restarts on the new broker connection")
+    assert "connection_errors" in gossip.getMessage()
+    other = _log_through("celery.bootsteps", record("Heart"))
+    assert other is not None and other.levelname == "ERROR" and other.exc_info is not None

@@ -70,6 +70,7 @@ class WorkerApp(Celery):  # type: ignore[misc]  # Celery ships no type informati
         self._runtime_lock = threading.Lock()  # the threads pool's tasks share one Runtime
         self._inference_processes = 1
         self.steps["worker"].add(_Prepare)
+        logging.getLogger("celery.bootsteps").addFilter(_QuietGossipRestart())
         signals.worker_process_init.connect(self._warm_up)
         signals.worker_process_init.connect(_DrainOnGroupTerm.install)
 
@@ -104,6 +105,26 @@ class WorkerApp(Celery):  # type: ignore[misc]  # Celery ships no type informati
     def _warm_up(self, **_: Any) -> None:
         """In each prefork child (and a solo worker) before it takes jobs: load the default model."""
         self.runtime.warm_up()
+
+
+class _QuietGossipRestart(logging.Filter):
+    """Turns Celery's "Error on restarting Gossip" after a Redis restart into one warning line.
+
+    When the consumer's connection dies, Celery restarts its steps; Gossip's step first closes its old
+    channel, and kombu's Redis transport fails there (`ignore_errors` is handed no connection any
+    more: AttributeError ... 'connection_errors'). Celery logs that as an error with a long traceback,
+    but Gossip starts again on the new connection: the worker still hears the others (a test checks
+    it, tests/e2e/test_broker_loss.py). Nothing is lost, so the log says so in one line.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if record.msg == "Error on %s %s: %r" and args[:2] == ("restarting", "Gossip"):
+            record.msg = "Gossip restarts on the new broker connection (closing its old channel failed: %r)"
+            record.args = (args[2],) if len(args) > 2 else ("",)
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+        return True
 
 
 class _DrainOnGroupTerm:
