@@ -27,6 +27,7 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     CONFLICT = "conflict"
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
     # The model.
     MODEL_ERROR = "model_error"
     MODEL_NOT_FOUND = "model_not_found"

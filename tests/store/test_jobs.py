@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from tests.store.conftest import FakeClock
-from visionq.errors import DatabaseUnavailable, ErrorCode, InvalidRequest
+from visionq.errors import Conflict, DatabaseUnavailable, ErrorCode, InvalidRequest
 from visionq.store.db import create_engine_for, migrate_database
 from visionq.store.jobs import JobStore
 from visionq.store.status import JobStatus
@@ -319,6 +319,53 @@ def test_a_running_job_is_left_to_its_live_claim_and_taken_over_once_that_claim_
     # A queued job is claimed whatever the cutoff.
     other = make_job(store)
     assert store.claim(other.id, worker="d", running_since_before=clock.now - timedelta(days=1)) is not None
+
+
+def test_a_second_submit_with_an_idempotency_key_gets_the_first_job_and_makes_none(store: JobStore) -> None:
+    image = make_image(b"\x89PNG idempotent")
+    first, made = store.create_once(
+        key="k-1", fingerprint="f", image=image, model="yolov4-tiny", params=PARAMS
+    )
+    again, made_again = store.create_once(
+        key="k-1", fingerprint="f", image=image, model="yolov4-tiny", params=PARAMS
+    )
+
+    assert (made, made_again) == (True, False)
+    assert again == first
+    assert store.count_queued() == 1
+    other, made_other = store.create_once(
+        key="k-2", fingerprint="f", image=image, model="yolov4-tiny", params=PARAMS
+    )
+    assert made_other and other.id != first.id
+
+
+def test_an_idempotency_key_used_for_another_request_is_a_conflict(store: JobStore) -> None:
+    image = make_image(b"\x89PNG first request")
+    store.create_once(key="k", fingerprint="first", image=image, model="yolov4-tiny", params=PARAMS)
+
+    with pytest.raises(Conflict) as refused:
+        store.create_once(key="k", fingerprint="second", image=image, model="yolov4-tiny", params=PARAMS)
+    assert refused.value.code is ErrorCode.IDEMPOTENCY_KEY_REUSED
+    assert store.count_queued() == 1
+
+
+def test_of_many_racing_submits_with_one_idempotency_key_one_makes_the_job_and_all_get_it(
+    store: JobStore,
+) -> None:
+    image = make_image(b"\x89PNG raced")
+    racers = 8
+    barrier = threading.Barrier(racers)
+
+    def submit(_: int) -> tuple[Job, bool]:
+        barrier.wait()
+        return store.create_once(key="race", fingerprint="f", image=image, model="yolov4-tiny", params=PARAMS)
+
+    with ThreadPoolExecutor(racers) as pool:
+        results = list(pool.map(submit, range(racers)))
+
+    assert [made for _, made in results].count(True) == 1
+    assert len({job.id for job, _ in results}) == 1
+    assert store.count_queued() == 1
 
 
 def test_of_many_racing_claims_exactly_one_is_the_first_delivery(store: JobStore) -> None:

@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Annotated, Final
 
-from fastapi import Depends, File, Form, Request, UploadFile
+from fastapi import Depends, File, Form, Header, Request, UploadFile
 
 from visionq import constants
 from visionq.api.waiters import JobWaiters
@@ -45,6 +45,7 @@ class Submission:
     classes: str | None
     model: str | None
     max_det: int
+    idempotency_key: str | None = None
 
 
 async def submission_form(
@@ -58,9 +59,28 @@ async def submission_form(
     max_det: Annotated[
         int, Form(ge=1, le=MAX_DETECTIONS_LIMIT, description="Most detections kept.")
     ] = constants.DEFAULT_MAX_DETECTIONS,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=255,
+            pattern=r"^[\x21-\x7e]+$",
+            description="Sent again with the same request, returns the job the first one made (no second "
+            "job); with another request, 409 `idempotency_key_reused`. 1-255 printable ASCII characters.",
+        ),
+    ] = None,
 ) -> Submission:
     """The upload form, as a dependency both upload routes share (async: it only gathers the fields)."""
-    return Submission(image=image, conf=conf, iou=iou, classes=classes, model=model, max_det=max_det)
+    return Submission(
+        image=image,
+        conf=conf,
+        iou=iou,
+        classes=classes,
+        model=model,
+        max_det=max_det,
+        idempotency_key=idempotency_key,
+    )
 
 
 # `async def`: none of these block, and FastAPI would run a plain `def` dependency in its threadpool.

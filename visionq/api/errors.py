@@ -40,6 +40,7 @@ STATUS: Final[Mapping[ErrorCode, int]] = MappingProxyType(
         ErrorCode.NOT_FOUND: 404,
         ErrorCode.METHOD_NOT_ALLOWED: 405,
         ErrorCode.CONFLICT: 409,
+        ErrorCode.IDEMPOTENCY_KEY_REUSED: 409,
         ErrorCode.TOO_LARGE: 413,
         ErrorCode.NOT_AN_IMAGE: 415,
         ErrorCode.UNSUPPORTED_FORMAT: 415,

@@ -9,8 +9,12 @@ the compressed data fails the job with the code `corrupt`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from fastapi import UploadFile
 
@@ -24,13 +28,22 @@ from visionq.store import ImageIn, Job, JobStore
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """What a submit did: `job`, made now, or made by an earlier request with its Idempotency-Key."""
+
+    job: Job
+    replayed: bool = False
+
+
 def create_job(
     form: Submission, services: Services, *, on_created: Callable[[str], None] | None = None
-) -> Job:
+) -> Submitted:
     """Validate the upload, store it as a queued job and publish the job's id; blocking (DB, broker).
 
     `on_created` is called with the job's id between storing and publishing it: a waiter registered
-    there cannot miss the job's end.
+    there cannot miss the job's end. With an Idempotency-Key already used for the same request, the job
+    that request made is returned, published by it, not again (`replayed`).
     """
     settings, store = services.settings, services.store
     name = (form.model or "").strip() or settings.model
@@ -40,7 +53,22 @@ def create_job(
     info = probe_image(data, max_pixels=settings.max_image_pixels)
     image = ImageIn.of(data, content_type=info.content_type, width=info.width, height=info.height)
     params = {"conf": form.conf, "iou": form.iou, "classes": classes, "max_det": form.max_det}
-    job = store.create(image=image, model=name, params=params)
+    if form.idempotency_key is None:
+        job = store.create(image=image, model=name, params=params)
+    else:
+        job, made = store.create_once(
+            key=form.idempotency_key,
+            fingerprint=_fingerprint(image.sha256, name, params),
+            image=image,
+            model=name,
+            params=params,
+        )
+        if not made:
+            if on_created is not None:
+                on_created(job.id)
+                job = store.get(job.id) or job  # read after the waiter is there: no end goes unseen
+            logger.info("job %s returned again for its Idempotency-Key", job.id)
+            return Submitted(job, replayed=True)
     try:
         if on_created is not None:
             on_created(job.id)
@@ -58,7 +86,13 @@ def create_job(
         info.height,
         len(data),
     )
-    return job
+    return Submitted(job)
+
+
+def _fingerprint(image_sha256: str, model: str, params: dict[str, Any]) -> str:
+    """What a request asks, as a sha256: its image, model and parameters (in a canonical JSON)."""
+    asked = json.dumps({"image": image_sha256, "model": model, "params": params}, sort_keys=True)
+    return hashlib.sha256(asked.encode()).hexdigest()
 
 
 def _manifest(models: ModelCache, name: str) -> Manifest:

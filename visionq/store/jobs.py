@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from visionq.errors import ErrorCode, InvalidRequest
+from visionq.errors import Conflict, ErrorCode, InvalidRequest
 from visionq.store import images
 from visionq.store.cursor import decode_cursor, encode_cursor
 from visionq.store.db import BINARY_RESULTS, SQLITE_BEGIN, translate_errors
@@ -42,6 +42,10 @@ PURGE_BATCH = 500
 _CREATE_ATTEMPTS = 3
 
 _TERMINAL = [s.value for s in TERMINAL_STATUSES]
+
+
+class _KeyTaken(Exception):
+    """Another request's job holds the Idempotency-Key this insert was for."""
 
 
 def utc_now() -> datetime:
@@ -115,6 +119,48 @@ class JobStore:
 
     def create(self, *, image: ImageIn, model: str, params: dict[str, Any]) -> Job:
         """A new queued job on the image; the image is stored unless an upload already stored it."""
+        return self._create(image, model, params, None)
+
+    def create_once(
+        self, *, key: str, fingerprint: str, image: ImageIn, model: str, params: dict[str, Any]
+    ) -> tuple[Job, bool]:
+        """The job submitted with Idempotency-Key `key`: made now (True), or the one made before (False).
+
+        `fingerprint` says what was asked (the image, the model, the parameters). A key already used
+        for another request raises Conflict (`idempotency_key_reused`). Of two requests racing with one
+        key, one makes the job and the other gets it.
+        """
+        found = self._by_key(key, fingerprint)
+        if found is not None:
+            return found, False
+        try:
+            return self._create(image, model, params, (key, fingerprint)), True
+        except _KeyTaken:
+            found = self._by_key(key, fingerprint)
+            if found is None:  # made and deleted again in between: only a client deleting it can
+                raise Conflict(
+                    f"the job of Idempotency-Key {key!r} was deleted meanwhile; send the request again",
+                    code=ErrorCode.IDEMPOTENCY_KEY_REUSED,
+                ) from None
+            return found, False
+
+    def _by_key(self, key: str, fingerprint: str) -> Job | None:
+        with self._read() as conn:
+            row = conn.execute(_GET_JOB_BY_KEY, {"key": key}).one_or_none()
+        if row is None:
+            return None
+        values = dict(row._mapping)
+        if values.pop("request_fingerprint") != fingerprint:
+            raise Conflict(
+                f"Idempotency-Key {key!r} was used for another request (another image, model or parameters)",
+                code=ErrorCode.IDEMPOTENCY_KEY_REUSED,
+            )
+        return _job_of(values)
+
+    def _create(
+        self, image: ImageIn, model: str, params: dict[str, Any], idempotency: tuple[str, str] | None
+    ) -> Job:
+        key, fingerprint = idempotency or (None, None)
         for attempt in range(1, _CREATE_ATTEMPTS + 1):
             try:
                 with self._write() as conn:
@@ -151,14 +197,22 @@ class JobStore:
                             "image_sha256": image.sha256,
                             "attempts": 0,
                             "created_at": now,
+                            "idempotency_key": key,
+                            "request_fingerprint": fingerprint,
                         },
                     )
                     return job
             except IntegrityError:
+                if key is not None and self._key_taken(key):
+                    raise _KeyTaken() from None
                 # The image was deleted (its last job purged) between our check and our insert.
                 if attempt == _CREATE_ATTEMPTS:
                     raise
         raise AssertionError("unreachable")
+
+    def _key_taken(self, key: str) -> bool:
+        with self._read() as conn:
+            return conn.execute(select(JobRow.id).where(JobRow.idempotency_key == key)).first() is not None
 
     def get(self, job_id: str) -> Job | None:
         """The job, or None when there is none with that id (or the id is not a UUID)."""
@@ -410,6 +464,9 @@ _COUNT_QUEUED = select(func.count()).select_from(JobRow).where(JobRow.status == 
 _GET_JOB = _select_jobs().where(JobRow.id == bindparam("job_id"))
 # Image bytes come back in PostgreSQL's binary format (visionq.store.db.BINARY_RESULTS).
 _BINARY = {BINARY_RESULTS: True}
+_GET_JOB_BY_KEY = (
+    _select_jobs().add_columns(JobRow.request_fingerprint).where(JobRow.idempotency_key == bindparam("key"))
+)
 _GET_JOB_WITH_IMAGE = _GET_JOB.add_columns(ImageRow.data.label("image_data")).execution_options(**_BINARY)
 _IMAGE_DATA = select(ImageRow.data).where(ImageRow.sha256 == bindparam("sha256")).execution_options(**_BINARY)
 

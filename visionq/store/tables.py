@@ -89,6 +89,8 @@ class JobRow(Base):
         # Purge finds old finished jobs; deleting an image looks for jobs still referencing it.
         Index("ix_jobs_finished_at", "finished_at"),
         Index("ix_jobs_image_sha256", "image_sha256"),
+        # A submit's Idempotency-Key names one job at most (migration 0004).
+        Index("uq_jobs_idempotency_key", "idempotency_key", unique=True),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -105,3 +107,5 @@ class JobRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64))

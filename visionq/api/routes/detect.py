@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from visionq.api.deps import ServicesDep, SubmissionDep
 from visionq.api.errors import error_responses
-from visionq.api.routes.jobs import job_location, json_response
+from visionq.api.routes.jobs import json_response, submit_headers
 from visionq.api.schemas import JobOut
 from visionq.api.submit import create_job
 
@@ -49,10 +49,12 @@ async def detect(
     timeout = next((t for t in (timeout_form, timeout_query) if t is not None), DEFAULT_TIMEOUT_S)
     waiter = services.waiters.expect()
     try:
-        job = await run_in_threadpool(create_job, form, services, on_created=waiter.register)
-        job = await services.waiters.wait(waiter, services.store, job, timeout)
+        submitted = await run_in_threadpool(create_job, form, services, on_created=waiter.register)
+        job = await services.waiters.wait(waiter, services.store, submitted.job, timeout)
     finally:
         waiter.close()
+    headers = submit_headers(submitted)
     if job.status.terminal:
-        return json_response(JobOut.of(job))
-    return json_response(JobOut.of(job), 202, headers={"Location": job_location(job.id)})
+        headers.pop("Location")
+        return json_response(JobOut.of(job), headers=headers)
+    return json_response(JobOut.of(job), 202, headers=headers)

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from visionq.api.deps import DecodeSlotsDep, ServicesDep, SettingsDep, StoreDep, SubmissionDep
 from visionq.api.errors import error_responses
 from visionq.api.schemas import JobList, JobOut
-from visionq.api.submit import create_job
+from visionq.api.submit import Submitted, create_job
 from visionq.detect.annotate import annotate
 from visionq.detect.image import decode_image
 from visionq.detect.types import Detection
@@ -44,11 +44,19 @@ def job_location(job_id: str) -> str:
     return f"/v1/jobs/{job_id}"
 
 
+def submit_headers(submitted: Submitted) -> dict[str, str]:
+    """A submit's answer headers: the job's `Location`, and `Idempotent-Replayed` for a replay."""
+    headers = {"Location": job_location(submitted.job.id)}
+    if submitted.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return headers
+
+
 @router.post("", status_code=202, response_model=JobOut, responses=_UPLOAD_ERRORS)
 def submit_job(form: SubmissionDep, services: ServicesDep) -> Response:
     """Queue an image for detection; poll the job at its `Location`."""
-    job = create_job(form, services)
-    return json_response(JobOut.of(job), 202, headers={"Location": job_location(job.id)})
+    submitted = create_job(form, services)
+    return json_response(JobOut.of(submitted.job), 202, headers=submit_headers(submitted))
 
 
 @router.get("", responses=error_responses(422, 503))
