@@ -5,7 +5,9 @@ These tests stop the real broker (`rabbitmqctl stop_app`) and always start it ag
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -15,8 +17,10 @@ import httpx
 import pytest
 
 from tests.conftest import rabbitmq_reachable
+from tests.e2e.ledger import Ledger
 from tests.e2e.stack import Service, running_service
 from tests.helpers import wait_until
+from visionq.bench.service import Uploads
 from visionq.models.cache import ModelCache
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.rabbitmq, pytest.mark.postgres]
@@ -104,3 +108,42 @@ def test_the_service_recovers_when_the_broker_comes_back(service: Service, sampl
     )
     assert done.status_code == 200, done.text
     assert done.json()["status"] == "succeeded"
+
+
+def _memory_alarm_on() -> bool:
+    alarms = subprocess.run(
+        ["rabbitmq-diagnostics", "-q", "alarms"], capture_output=True, text=True, timeout=60, check=False
+    )
+    return "memory" in alarms.stdout.lower()
+
+
+@contextlib.contextmanager
+def memory_alarm() -> Iterator[None]:
+    """RabbitMQ's memory alarm raised (a watermark far below what it uses): it blocks every publisher.
+    The watermark is set back to RabbitMQ's default, whatever happens."""
+    _rabbitmqctl("set_vm_memory_high_watermark", "0.000001")
+    try:
+        wait_until(_memory_alarm_on, timeout_s=60, what="RabbitMQ's memory alarm raised", interval_s=0.5)
+        yield
+    finally:
+        _rabbitmqctl("set_vm_memory_high_watermark", "0.4")
+        wait_until(lambda: not _memory_alarm_on(), timeout_s=60, what="the alarm cleared", interval_s=0.5)
+
+
+def test_a_memory_alarm_blocks_publishers_yet_no_request_hangs_and_nothing_accepted_is_lost(
+    service: Service, samples: dict[str, bytes], capsys: pytest.CaptureFixture[str]
+) -> None:
+    ledger = Ledger(service.client, Uploads([("zidane.jpg", samples["zidane.jpg"])], unique=True))
+    ledger.submit_many(5)
+    with memory_alarm():
+        ledger.submit_many(4)  # blocked: RabbitMQ confirms nothing, so nothing is accepted
+    ledger.submit_many(5)
+
+    outcome = ledger.settle(timeout_s=120, worker_log=service.procs.logs / "worker.log")
+
+    with capsys.disabled():  # the scenario's table, printed as the fault suite's output
+        sys.stdout.write(f"\n{outcome.table('RabbitMQ memory alarm raised, then cleared')}\n")
+    assert (outcome.lost, outcome.duplicated) == ([], 0)
+    assert outcome.accepted == outcome.succeeded == 10, outcome
+    assert dict(outcome.refused) == {503: 4}
+    assert outcome.slowest_submit_s <= 5.0, outcome.slowest_submit_s

@@ -16,7 +16,7 @@ from visionq.api.routes import models as models_routes
 from visionq.api.waiters import JobEvents, JobWaiters
 from visionq.config import Settings
 from visionq.models.cache import ModelCache
-from visionq.queue import JobPublisher, create_celery_app
+from visionq.queue import JobPublisher, create_celery_app, publishing_app
 from visionq.queue.events import BrokerJobEvents
 from visionq.store import JobStore, create_engine_for, migrate
 from visionq.store.events import PostgresJobEvents
@@ -76,7 +76,7 @@ def create_default_app() -> FastAPI:
     settings = Settings()
     engine = create_engine_for(settings.resolved_database_url)
     migrate(engine)
-    publisher = JobPublisher(create_celery_app(settings))
+    publisher = JobPublisher(publishing_app(create_celery_app(settings)))
     return create_app(
         settings, store=JobStore(engine), publisher=publisher, models=ModelCache(settings.models_dir)
     )

@@ -7,6 +7,6 @@ The API publishes with it and imports nothing of the worker; the worker builds i
 from __future__ import annotations
 
 from visionq.queue.app import create_celery_app
-from visionq.queue.publish import JobPublisher
+from visionq.queue.publish import JobPublisher, publishing_app
 
-__all__ = ["JobPublisher", "create_celery_app"]
+__all__ = ["JobPublisher", "create_celery_app", "publishing_app"]

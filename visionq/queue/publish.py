@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 from celery import Celery
@@ -12,9 +14,18 @@ from visionq import constants
 from visionq.errors import BrokerUnavailable
 from visionq.queue.app import BROKER_CONNECT_TIMEOUT_S
 
-# Seconds to wait for a free pooled connection, for the socket write and for RabbitMQ's confirm.
-# A healthy broker confirms in milliseconds; a blocked one (memory or disk alarm) never does.
-PUBLISH_TIMEOUT_S = 5.0
+# Seconds a publish may take in all, retries included: a healthy broker confirms in milliseconds, and a
+# submit must answer within 5 s even when the broker does not.
+PUBLISH_TIMEOUT_S = 4.0
+
+# Seconds one socket read or write of a publishing connection may block. A RabbitMQ in a memory or
+# disk alarm blocks its publishers: it confirms nothing, and stops reading their sockets, so kombu's
+# close of the failed channel waited for a CloseOk for ever (a request hung, its thread for good).
+PUBLISH_SOCKET_TIMEOUT_S = 2.0
+
+# Publishes in flight at once. Each runs in this pool so the caller waits at most PUBLISH_TIMEOUT_S,
+# whatever kombu does inside (its retries, a close that blocks until the socket timeout).
+_PUBLISH_THREADS = 16
 
 # What a broker can throw at a publisher besides its transport's own errors (see _transport_errors).
 _BROKER_ERRORS: tuple[type[BaseException], ...] = (OSError, KombuError)
@@ -27,6 +38,7 @@ class JobPublisher:
         self._app = app
         self._timeout_s = timeout_s
         self._errors = _BROKER_ERRORS + _transport_errors(app)
+        self._sender = ThreadPoolExecutor(_PUBLISH_THREADS, thread_name_prefix="visionq-publish")
 
     @property
     def app(self) -> Celery:
@@ -36,22 +48,34 @@ class JobPublisher:
     def publish(self, job_id: str) -> None:
         """Send job `job_id` to the workers; returns once the broker has it (RabbitMQ: confirmed).
 
-        Raises BrokerUnavailable, within a few seconds, when the broker cannot be reached or refuses it.
+        Raises BrokerUnavailable within `timeout_s` when the broker cannot be reached, refuses the
+        message, or does not confirm it (RabbitMQ blocks publishers in a memory or disk alarm). A send
+        still in flight then may yet reach the broker: a message for a job the caller discards, which
+        a worker leaves alone (the claim finds no job).
         """
+        sending = self._sender.submit(self._send, job_id)
         try:
-            with self._app.producer_pool.acquire(block=True, timeout=self._timeout_s) as producer:
-                self._app.send_task(
-                    constants.DETECT_TASK,
-                    args=[job_id],
-                    # The job id as the task id: Flower and `celery inspect` show the job's own id.
-                    task_id=job_id,
-                    queue=constants.QUEUE,
-                    producer=producer,
-                    timeout=self._timeout_s,
-                    confirm_timeout=self._timeout_s,
-                )
+            sending.result(timeout=self._timeout_s)
+        except FutureTimeout:
+            raise BrokerUnavailable(
+                f"the broker did not take job {job_id} within {self._timeout_s:g} s (a memory or disk alarm "
+                "blocks publishers)"
+            ) from None
         except self._errors as exc:
             raise BrokerUnavailable(f"cannot publish job {job_id} to the broker: {_describe(exc)}") from exc
+
+    def _send(self, job_id: str) -> None:
+        with self._app.producer_pool.acquire(block=True, timeout=self._timeout_s) as producer:
+            self._app.send_task(
+                constants.DETECT_TASK,
+                args=[job_id],
+                # The job id as the task id: Flower and `celery inspect` show the job's own id.
+                task_id=job_id,
+                queue=constants.QUEUE,
+                producer=producer,
+                timeout=self._timeout_s,
+                confirm_timeout=self._timeout_s,
+            )
 
     def waiting(self) -> int:
         """How many messages wait in the jobs' queue (RabbitMQ: ready, not those a worker holds unacked).
@@ -78,6 +102,16 @@ class JobPublisher:
                     _check_writable(Path(conn.transport_options["data_folder_out"]))
         except self._errors as exc:
             raise BrokerUnavailable(f"the broker is unreachable: {_describe(exc)}") from exc
+
+
+def publishing_app(app: Celery) -> Celery:
+    """`app` (a `create_celery_app`), its AMQP sockets bounded by PUBLISH_SOCKET_TIMEOUT_S: what a
+    process that only publishes uses (the API). A worker's consumer keeps blocking reads."""
+    options = dict(app.conf.broker_transport_options or {})
+    if app.conf.broker_url.split("://", 1)[0].split("+", 1)[0].lower() in ("amqp", "amqps", "pyamqp"):
+        options.update(read_timeout=PUBLISH_SOCKET_TIMEOUT_S, write_timeout=PUBLISH_SOCKET_TIMEOUT_S)
+    app.conf.broker_transport_options = options
+    return app
 
 
 def _transport_errors(app: Celery) -> tuple[type[BaseException], ...]:
