@@ -3,6 +3,7 @@ process environment, and faults injected at the database driver."""
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import threading
@@ -13,7 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import pytest
+from PIL import Image
 from sqlalchemy import Engine, event
 
 from visionq.config import Settings
@@ -146,3 +149,11 @@ class Heard:
     def count(self) -> int:
         with self._lock:
             return len(self.changes)
+
+
+def slow_png() -> bytes:
+    """A 6000 x 6000 PNG: a few tenths of a second per detection, so a test can act while one runs."""
+    ramp = (np.indices((6000, 6000)).sum(0) % 251).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(np.stack([ramp, ramp.T, ramp // 2], -1)).save(out, "PNG", compress_level=1)
+    return out.getvalue()

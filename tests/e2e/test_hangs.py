@@ -3,19 +3,16 @@ at once, rather than hang one child after another until its deliveries run out."
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import psutil
 import pytest
-from PIL import Image
 
 from tests.e2e.stack import Service, running_service, wait_finished
-from tests.helpers import wait_until
+from tests.helpers import slow_png, wait_until
 from visionq.models.cache import ModelCache
 
 pytestmark = [pytest.mark.slow, pytest.mark.rabbitmq, pytest.mark.postgres]
@@ -29,20 +26,12 @@ def service(request: pytest.FixtureRequest, tmp_path: Path, model_cache: ModelCa
         yield running
 
 
-def _slow_png() -> bytes:
-    """A 6000 x 6000 PNG: about 0.2 s to decode, time enough to stop the child in the middle of it."""
-    ramp = (np.indices((6000, 6000)).sum(0) % 251).astype(np.uint8)
-    out = io.BytesIO()
-    Image.fromarray(np.stack([ramp, ramp.T, ramp // 2], -1)).save(out, "PNG", compress_level=1)
-    return out.getvalue()
-
-
 def test_a_child_that_hangs_past_the_time_limit_fails_its_job_as_a_timeout_on_its_first_delivery(
     service: Service, samples: dict[str, bytes]
 ) -> None:
     client = service.client
     worker = psutil.Process(service.procs.pid("worker"))
-    job_id = client.post("/v1/jobs", files={"image": ("slow.png", _slow_png())}).json()["id"]
+    job_id = client.post("/v1/jobs", files={"image": ("slow.png", slow_png())}).json()["id"]
 
     wait_until(
         lambda: client.get(f"/v1/jobs/{job_id}").json()["status"] == "running",

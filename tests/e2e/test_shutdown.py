@@ -4,20 +4,17 @@ rest. No job is interrupted, so none is delivered twice."""
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from tests.e2e.ledger import Ledger
 from tests.e2e.stack import Service, running_service
-from tests.helpers import wait_until
+from tests.helpers import slow_png, wait_until
 from visionq.bench.service import Uploads
 from visionq.models.cache import ModelCache
 
@@ -32,20 +29,12 @@ def service(request: pytest.FixtureRequest, tmp_path: Path, model_cache: ModelCa
         yield running
 
 
-def _slow_png() -> bytes:
-    """A 6000 x 6000 PNG: a few tenths of a second per job, so that SIGTERM finds jobs mid-run."""
-    ramp = (np.indices((6000, 6000)).sum(0) % 251).astype(np.uint8)
-    out = io.BytesIO()
-    Image.fromarray(np.stack([ramp, ramp.T, ramp // 2], -1)).save(out, "PNG", compress_level=1)
-    return out.getvalue()
-
-
 @pytest.mark.parametrize("target", ["main process", "process group"])
 def test_a_worker_sent_sigterm_mid_load_finishes_its_jobs_and_a_fresh_one_runs_the_rest(
     service: Service, target: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     client = service.client
-    ledger = Ledger(client, Uploads([("slow.png", _slow_png())], unique=True))
+    ledger = Ledger(client, Uploads([("slow.png", slow_png())], unique=True))
     ledger.submit_many(JOBS)
     wait_until(
         lambda: any(client.get(f"/v1/jobs/{j}").json()["status"] == "running" for j in ledger.accepted),
