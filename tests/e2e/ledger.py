@@ -79,8 +79,9 @@ class Ledger:
             self.submit()
             time.sleep(every_s)
 
-    def settle(self, *, timeout_s: float, worker_log: Path) -> Outcome:
-        """Wait until every accepted job is terminal or `timeout_s` has passed; then count."""
+    def settle(self, *, timeout_s: float, logs: Path) -> Outcome:
+        """Wait until every accepted job is terminal or `timeout_s` has passed; then count (duplicates
+        from the logs of every worker in the folder `logs`)."""
         deadline = time.monotonic() + timeout_s
         jobs: dict[str, dict[str, object]] = {}
         pending = list(self.accepted)
@@ -99,8 +100,12 @@ class Ledger:
             error = job.get("error")
             if job["status"] == "failed" and isinstance(error, dict):
                 failed[str(error["code"])] += 1
-        log = worker_log.read_text(errors="replace") if worker_log.exists() else ""
-        dropped = [line for line in log.splitlines() if "finished elsewhere meanwhile" in line]
+        dropped = [
+            line
+            for log in sorted(logs.glob("*.log"))
+            for line in log.read_text(errors="replace").splitlines()
+            if "finished elsewhere meanwhile" in line
+        ]
         return Outcome(
             accepted=len(self.accepted),
             succeeded=sum(1 for job in jobs.values() if job["status"] == "succeeded"),

@@ -76,7 +76,7 @@ def test_a_redis_restart_with_a_backlog_queued_loses_no_accepted_job(
         os.killpg(worker, signal.SIGCONT)
     ledger.submit_many(20, every_s=0.05)
 
-    outcome = ledger.settle(timeout_s=300, worker_log=service.procs.logs / "worker.log")
+    outcome = ledger.settle(timeout_s=300, logs=service.procs.logs)
 
     with capsys.disabled():  # the scenario's table, printed as the fault suite's output
         sys.stdout.write(

@@ -139,7 +139,7 @@ def test_a_memory_alarm_blocks_publishers_yet_no_request_hangs_and_nothing_accep
         ledger.submit_many(4)  # blocked: RabbitMQ confirms nothing, so nothing is accepted
     ledger.submit_many(5)
 
-    outcome = ledger.settle(timeout_s=120, worker_log=service.procs.logs / "worker.log")
+    outcome = ledger.settle(timeout_s=120, logs=service.procs.logs)
 
     with capsys.disabled():  # the scenario's table, printed as the fault suite's output
         sys.stdout.write(f"\n{outcome.table('RabbitMQ memory alarm raised, then cleared')}\n")

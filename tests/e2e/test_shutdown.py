@@ -51,7 +51,7 @@ def test_a_worker_sent_sigterm_mid_load_finishes_its_jobs_and_a_fresh_one_runs_t
     assert statuses <= {"succeeded", "queued"}, statuses
 
     service.start_worker("fresh", concurrency=2)
-    outcome = ledger.settle(timeout_s=180, worker_log=service.procs.logs / "worker.log")
+    outcome = ledger.settle(timeout_s=180, logs=service.procs.logs)
 
     with capsys.disabled():  # the scenario's table, printed as the fault suite's output
         sys.stdout.write(

@@ -1,0 +1,89 @@
+"""Workers killed under load (SIGKILL, no warning): every accepted job still ends, and none runs to
+completion twice. RabbitMQ hands a dead consumer's messages to the next one; the claim takes the job
+over only on such a redelivery."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.e2e.ledger import Ledger
+from tests.e2e.stack import Service, running_service
+from tests.helpers import wait_until
+from visionq.bench.service import Uploads
+from visionq.models.cache import ModelCache
+
+pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.rabbitmq, pytest.mark.postgres]
+
+
+@pytest.fixture(params=["rabbitmq-postgres"])
+def service(request: pytest.FixtureRequest, tmp_path: Path, model_cache: ModelCache) -> Iterator[Service]:
+    with running_service(request, tmp_path, model_cache, concurrency=2) as running:
+        yield running
+
+
+def _table(capsys: pytest.CaptureFixture[str], text: str) -> None:
+    with capsys.disabled():  # the scenario's table, printed as the fault suite's output
+        sys.stdout.write(f"\n{text}\n")
+
+
+def test_pool_children_killed_again_and_again_under_200_jobs_lose_none(
+    service: Service, samples: dict[str, bytes], capsys: pytest.CaptureFixture[str]
+) -> None:
+    ledger = Ledger(service.client, Uploads([("zidane.jpg", samples["zidane.jpg"])], unique=True))
+    worker = psutil.Process(service.procs.pid("worker"))
+    wait_until(lambda: " ready." in service.procs.output("worker"), timeout_s=90, what="the worker ready")
+    submitting = threading.Thread(target=ledger.submit_many, args=(200,), kwargs={"every_s": 0.02})
+    submitting.start()
+    kills = 0
+    chance = random.Random(8)
+    while submitting.is_alive() and kills < 12:
+        time.sleep(0.5)
+        children = worker.children()
+        if children:
+            os.kill(chance.choice(children).pid, signal.SIGKILL)  # the worker forks a new one
+            kills += 1
+    submitting.join()
+
+    outcome = ledger.settle(timeout_s=240, logs=service.procs.logs)
+
+    _table(capsys, outcome.table(f"{kills} pool children SIGKILLed under 200 jobs, 2 children"))
+    assert kills >= 8
+    assert (outcome.lost, outcome.duplicated) == ([], 0), outcome
+    assert outcome.accepted == 200 and outcome.succeeded + sum(outcome.failed.values()) == 200
+    assert set(outcome.failed) <= {"too_many_attempts"}  # only a job killed on every delivery may fail
+    assert outcome.redeliveries <= kills  # a kill interrupts at most the one job its child was running
+
+
+def test_the_whole_worker_killed_mid_load_then_a_fresh_one_loses_none(
+    service: Service, samples: dict[str, bytes], capsys: pytest.CaptureFixture[str]
+) -> None:
+    ledger = Ledger(service.client, Uploads([("zidane.jpg", samples["zidane.jpg"])], unique=True))
+    client = service.client
+    ledger.submit_many(60)
+    wait_until(
+        lambda: any(client.get(f"/v1/jobs/{j}").json()["status"] == "succeeded" for j in ledger.accepted),
+        timeout_s=90,
+        what="the worker under way",
+        interval_s=0.05,
+    )
+    worker = next(proc for name, proc in service.procs.started if name == "worker")
+    os.killpg(worker.pid, signal.SIGKILL)  # main process and children at once
+    worker.wait(timeout=30)
+    service.start_worker("fresh", concurrency=2)
+
+    outcome = ledger.settle(timeout_s=180, logs=service.procs.logs)
+
+    _table(capsys, outcome.table("The whole worker SIGKILLed mid-load, then a fresh one"))
+    assert (outcome.lost, outcome.duplicated, dict(outcome.failed)) == ([], 0, {}), outcome
+    assert outcome.accepted == outcome.succeeded == 60
+    assert outcome.redeliveries <= 2  # at most the jobs its 2 children were running
