@@ -81,6 +81,8 @@ def _connected_at(worker_log: str) -> list[datetime]:
 
 def test_the_service_recovers_when_the_broker_comes_back(service: Service, samples: dict[str, bytes]) -> None:
     client = service.client
+    # A worker at work loses its broker (a fresh one may still be pulling its model from PyPI).
+    wait_until(lambda: " ready." in service.procs.output("worker"), timeout_s=180, what="the worker ready")
     _rabbitmqctl("stop_app")
     try:
         assert _ready(client).status_code == 503
