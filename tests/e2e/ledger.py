@@ -3,6 +3,7 @@ outcome of every accepted job is read back from the job table after a bounded wa
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import Counter
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import pytest
 
 from visionq.bench.service import Uploads
 
@@ -116,3 +118,9 @@ class Ledger:
             refused=self.refused,
             slowest_submit_s=self.slowest_submit_s,
         )
+
+
+def report(capsys: pytest.CaptureFixture[str], outcome: Outcome, title: str) -> None:
+    """Print a scenario's table past pytest's capture: the fault suite's output."""
+    with capsys.disabled():
+        sys.stdout.write(f"\n{outcome.table(title)}\n")

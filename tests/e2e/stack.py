@@ -47,9 +47,13 @@ class Processes:
         self.started.append((name, proc))
         return proc
 
+    def proc(self, name: str) -> subprocess.Popen[bytes]:
+        """The process started as `name`."""
+        return next(proc for started, proc in self.started if started == name)
+
     def pid(self, name: str) -> int:
         """The pid of the process started as `name`."""
-        return next(proc.pid for started, proc in self.started if started == name)
+        return self.proc(name).pid
 
     def output(self, name: str) -> str:
         path = self.logs / f"{name}.log"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.e2e.ledger import Ledger
+from tests.e2e.ledger import Ledger, report
 from tests.e2e.stack import Service, running_service
 from tests.helpers import wait_until
 from visionq.bench.service import Uploads
@@ -78,10 +77,7 @@ def test_a_redis_restart_with_a_backlog_queued_loses_no_accepted_job(
 
     outcome = ledger.settle(timeout_s=300, logs=service.procs.logs)
 
-    with capsys.disabled():  # the scenario's table, printed as the fault suite's output
-        sys.stdout.write(
-            f"\n{outcome.table('Redis restarted (no persistence), 60 jobs queued, 2 children')}\n"
-        )
+    report(capsys, outcome, "Redis restarted (no persistence), 60 jobs queued, 2 children")
     assert (outcome.lost, outcome.duplicated) == ([], 0)
     assert outcome.accepted == outcome.succeeded == 80, outcome
     assert dict(outcome.refused) == {503: 5}

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -17,7 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import rabbitmq_reachable
-from tests.e2e.ledger import Ledger
+from tests.e2e.ledger import Ledger, report
 from tests.e2e.stack import Service, running_service
 from tests.helpers import wait_until
 from visionq.bench.service import Uploads
@@ -143,8 +142,7 @@ def test_a_memory_alarm_blocks_publishers_yet_no_request_hangs_and_nothing_accep
 
     outcome = ledger.settle(timeout_s=120, logs=service.procs.logs)
 
-    with capsys.disabled():  # the scenario's table, printed as the fault suite's output
-        sys.stdout.write(f"\n{outcome.table('RabbitMQ memory alarm raised, then cleared')}\n")
+    report(capsys, outcome, "RabbitMQ memory alarm raised, then cleared")
     assert (outcome.lost, outcome.duplicated) == ([], 0)
     assert outcome.accepted == outcome.succeeded == 10, outcome
     assert dict(outcome.refused) == {503: 4}

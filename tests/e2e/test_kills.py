@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.e2e.ledger import Ledger
+from tests.e2e.ledger import Ledger, report
 from tests.e2e.stack import Service, running_service
 from tests.helpers import wait_until
 from visionq.bench.service import Uploads
@@ -29,11 +28,6 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.rabbitmq, pytest
 def service(request: pytest.FixtureRequest, tmp_path: Path, model_cache: ModelCache) -> Iterator[Service]:
     with running_service(request, tmp_path, model_cache, concurrency=2) as running:
         yield running
-
-
-def _table(capsys: pytest.CaptureFixture[str], text: str) -> None:
-    with capsys.disabled():  # the scenario's table, printed as the fault suite's output
-        sys.stdout.write(f"\n{text}\n")
 
 
 def test_pool_children_killed_again_and_again_under_200_jobs_lose_none(
@@ -56,7 +50,7 @@ def test_pool_children_killed_again_and_again_under_200_jobs_lose_none(
 
     outcome = ledger.settle(timeout_s=240, logs=service.procs.logs)
 
-    _table(capsys, outcome.table(f"{kills} pool children SIGKILLed under 200 jobs, 2 children"))
+    report(capsys, outcome, f"{kills} pool children SIGKILLed under 200 jobs, 2 children")
     assert kills >= 8
     assert (outcome.lost, outcome.duplicated) == ([], 0), outcome
     assert outcome.accepted == 200 and outcome.succeeded + sum(outcome.failed.values()) == 200
@@ -76,14 +70,14 @@ def test_the_whole_worker_killed_mid_load_then_a_fresh_one_loses_none(
         what="the worker under way",
         interval_s=0.05,
     )
-    worker = next(proc for name, proc in service.procs.started if name == "worker")
+    worker = service.procs.proc("worker")
     os.killpg(worker.pid, signal.SIGKILL)  # main process and children at once
     worker.wait(timeout=30)
     service.start_worker("fresh", concurrency=2)
 
     outcome = ledger.settle(timeout_s=180, logs=service.procs.logs)
 
-    _table(capsys, outcome.table("The whole worker SIGKILLed mid-load, then a fresh one"))
+    report(capsys, outcome, "The whole worker SIGKILLed mid-load, then a fresh one")
     assert (outcome.lost, outcome.duplicated, dict(outcome.failed)) == ([], 0, {}), outcome
     assert outcome.accepted == outcome.succeeded == 60
     assert outcome.redeliveries <= 2  # at most the jobs its 2 children were running

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.ledger import Ledger
+from tests.e2e.ledger import Ledger, report
 from tests.e2e.stack import Service, running_service
 from tests.helpers import slow_png, wait_until
 from visionq.bench.service import Uploads
@@ -43,7 +42,7 @@ def test_a_worker_sent_sigterm_mid_load_finishes_its_jobs_and_a_fresh_one_runs_t
         interval_s=0.01,
     )
 
-    worker = next(proc for name, proc in service.procs.started if name == "worker")
+    worker = service.procs.proc("worker")
     (os.kill if target == "main process" else os.killpg)(worker.pid, signal.SIGTERM)
     assert worker.wait(timeout=60) == 0, service.procs.output("worker")[-3000:]
     # Drained: every job it had taken finished; the others wait for the next worker.
@@ -53,9 +52,6 @@ def test_a_worker_sent_sigterm_mid_load_finishes_its_jobs_and_a_fresh_one_runs_t
     service.start_worker("fresh", concurrency=2)
     outcome = ledger.settle(timeout_s=180, logs=service.procs.logs)
 
-    with capsys.disabled():  # the scenario's table, printed as the fault suite's output
-        sys.stdout.write(
-            f"\n{outcome.table(f'SIGTERM to the worker ({target}) mid-load, then a fresh one')}\n"
-        )
+    report(capsys, outcome, f"SIGTERM to the worker ({target}) mid-load, then a fresh one")
     assert (outcome.lost, outcome.duplicated, outcome.redeliveries) == ([], 0, 0), outcome
     assert outcome.accepted == outcome.succeeded == JOBS

@@ -138,8 +138,18 @@ def _beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     }
 
 
+def broker_scheme(url: str) -> str:
+    """A broker URL's scheme, lower-case and without a transport suffix (`amqp`, `redis`...)."""
+    return url.split("://", 1)[0].split("+", 1)[0].lower()
+
+
+def is_amqp(url: str) -> bool:
+    """Whether the broker URL is RabbitMQ's (AMQP 0-9-1 through py-amqp)."""
+    return broker_scheme(url) in _AMQP_SCHEMES
+
+
 def _transport_options(settings: Settings) -> dict[str, Any]:
-    scheme = settings.resolved_broker_url.split("://", 1)[0].split("+", 1)[0].lower()
+    scheme = broker_scheme(settings.resolved_broker_url)
     if settings.embedded_broker:
         return embedded.transport_options(settings.broker_dir)
     if scheme in _AMQP_SCHEMES:

@@ -12,7 +12,7 @@ from kombu.exceptions import KombuError
 
 from visionq import constants
 from visionq.errors import BrokerUnavailable
-from visionq.queue.app import BROKER_CONNECT_TIMEOUT_S
+from visionq.queue.app import BROKER_CONNECT_TIMEOUT_S, is_amqp
 
 # Seconds a publish may take in all, retries included: a healthy broker confirms in milliseconds, and a
 # submit must answer within 5 s even when the broker does not.
@@ -108,7 +108,7 @@ def publishing_app(app: Celery) -> Celery:
     """`app` (a `create_celery_app`), its AMQP sockets bounded by PUBLISH_SOCKET_TIMEOUT_S: what a
     process that only publishes uses (the API). A worker's consumer keeps blocking reads."""
     options = dict(app.conf.broker_transport_options or {})
-    if app.conf.broker_url.split("://", 1)[0].split("+", 1)[0].lower() in ("amqp", "amqps", "pyamqp"):
+    if is_amqp(app.conf.broker_url):
         options.update(read_timeout=PUBLISH_SOCKET_TIMEOUT_S, write_timeout=PUBLISH_SOCKET_TIMEOUT_S)
     app.conf.broker_transport_options = options
     return app

@@ -70,7 +70,7 @@ class WorkerApp(Celery):  # type: ignore[misc]  # Celery ships no type informati
         self._runtime_lock = threading.Lock()  # the threads pool's tasks share one Runtime
         self._inference_processes = 1
         self.steps["worker"].add(_Prepare)
-        logging.getLogger("celery.bootsteps").addFilter(_QuietGossipRestart())
+        logging.getLogger("celery.bootsteps").addFilter(_QUIET_GOSSIP_RESTART)  # once: the same filter
         signals.worker_process_init.connect(self._warm_up)
         signals.worker_process_init.connect(_DrainOnGroupTerm.install)
 
@@ -125,6 +125,9 @@ class _QuietGossipRestart(logging.Filter):
             record.levelno, record.levelname = logging.WARNING, "WARNING"
             record.exc_info = record.exc_text = None
         return True
+
+
+_QUIET_GOSSIP_RESTART = _QuietGossipRestart()
 
 
 class _DrainOnGroupTerm:

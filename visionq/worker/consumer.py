@@ -15,6 +15,7 @@ from celery.worker.consumer import Consumer as CeleryConsumer
 from kombu.entity import Queue
 
 from visionq import constants
+from visionq.queue.app import PUBLISH_RETRY_POLICY
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +23,8 @@ logger = logging.getLogger(__name__)
 _REASON_CHARS = 200
 
 REFUSED_HEADER = "x-visionq-refused"
+
+_DLQ = Queue(constants.DEAD_LETTER_QUEUE, durable=True)  # type: ignore[no-untyped-call]
 
 
 class Consumer(CeleryConsumer):  # type: ignore[misc]  # Celery ships no type information
@@ -72,8 +75,5 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]  # Celery ships no type in
                 content_encoding=message.content_encoding or "binary",
                 delivery_mode=2,
                 retry=True,
-                retry_policy={"max_retries": 3, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
+                retry_policy=PUBLISH_RETRY_POLICY,
             )
-
-
-_DLQ = Queue(constants.DEAD_LETTER_QUEUE, durable=True)  # type: ignore[no-untyped-call]
