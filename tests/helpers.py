@@ -80,6 +80,11 @@ def pypi_unreachable(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
     monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")
 
 
+def settings_of(**values: Any) -> Settings:
+    """Settings from these values only: no environment file (the environment still counts)."""
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]  # pydantic-settings' option
+
+
 def visionq_env(data_dir: Path, **settings: str) -> dict[str, str]:
     """The environment of a visionq process: this one's minus any VISIONQ_ setting, plus `settings`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VISIONQ_")}

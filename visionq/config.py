@@ -6,6 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
+import limits
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -54,13 +55,73 @@ class Settings(BaseSettings):
         description="Seconds before a detection is killed.",
     )
     flower_basic_auth: SecretStr | None = Field(
-        default=None, description="user:password for Flower's basic auth (several: comma-separated)."
+        default=None,
+        description="user:password for Flower's basic auth (several: comma-separated); required when "
+        "Flower listens on an address other than loopback.",
+    )
+    api_keys: SecretStr | None = Field(
+        default=None,
+        description="API keys (comma-separated, each at least 20 characters): when set, or with "
+        "api_keys_file, every /v1 request needs one (Authorization: Bearer KEY, or X-API-Key: KEY).",
+    )
+    api_keys_file: Path | None = Field(
+        default=None,
+        description="A file of hashed API keys, one `sha256-hex name` per line (`visionq keys new` "
+        "makes one); read at start.",
+    )
+    rate_limit: str | None = Field(
+        default=None,
+        description="Requests per client to /v1, e.g. `100/second;10000/hour` (a client: its API key, "
+        "else its address); counted in each API process. Unset: no limit.",
+    )
+    submit_rate_limit: str | None = Field(
+        default=None,
+        description="Submits (POST /v1/jobs, /v1/detect) per client, e.g. `20/second`; unset: no limit.",
+    )
+    max_queued_jobs: int | None = Field(
+        default=constants.MAX_QUEUED_JOBS,
+        ge=1,
+        description="Queued jobs the service takes in all; a submit beyond it gets 503 `queue_full` "
+        "(empty: no bound).",
+    )
+    max_queued_jobs_per_key: int | None = Field(
+        default=None,
+        ge=1,
+        description="Queued jobs one API key may have; a submit beyond it gets 429 `too_many_queued`.",
     )
 
-    @field_validator("broker_url", "database_url", mode="before")
+    @field_validator(
+        "broker_url",
+        "database_url",
+        "api_keys",
+        "api_keys_file",
+        "rate_limit",
+        "submit_rate_limit",
+        "max_queued_jobs",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("rate_limit", "submit_rate_limit")
+    @classmethod
+    def _rate_limit_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                limits.parse_many(value)
+            except ValueError as exc:
+                raise ValueError(f"{value!r} is not a rate limit like `20/second;1000/hour`") from exc
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            keys = [key.strip() for key in value.get_secret_value().split(",") if key.strip()]
+            if any(len(key) < constants.MIN_API_KEY_LENGTH for key in keys):
+                raise ValueError(f"every API key needs at least {constants.MIN_API_KEY_LENGTH} characters")
+        return value
 
     @property
     def models_dir(self) -> Path:

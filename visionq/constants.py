@@ -28,6 +28,19 @@ DEFAULT_MAX_DETECTIONS: Final = 300
 # gives the boxes it gives, while NMS stays bounded (at most max_det passes over this many boxes).
 MAX_NMS_CANDIDATES: Final = 30_000
 
+# Jobs queued in all before submits get 503 `queue_full`: at ~30 jobs/s per 2-core worker host that is
+# minutes of work, far more than a healthy service ever holds, and a bound on what an outage of the
+# workers piles up.
+MAX_QUEUED_JOBS: Final = 10_000
+
+# The shortest API key visionq takes: 20 characters of a random key are over 100 bits, so keys are
+# hashed with plain sha256 (nothing to brute-force), and a short password cannot be mistaken for a key.
+MIN_API_KEY_LENGTH: Final = 20
+
+# How old the API's count of queued jobs may be when a submit is checked against the bounds: one count
+# per second and API process, whatever the submit rate; the process's own submits are added meanwhile.
+QUEUE_COUNT_MAX_AGE_S: Final = 1.0
+
 # A week covers a client polling after a long weekend; after it, stored image bytes are dropped.
 DEFAULT_RETENTION: Final = timedelta(days=7)
 

@@ -28,6 +28,10 @@ class ErrorCode(StrEnum):
     METHOD_NOT_ALLOWED = "method_not_allowed"
     CONFLICT = "conflict"
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    # Who may ask, and how much.
+    UNAUTHORIZED = "unauthorized"
+    RATE_LIMITED = "rate_limited"
+    TOO_MANY_QUEUED = "too_many_queued"
     # The model.
     MODEL_ERROR = "model_error"
     MODEL_NOT_FOUND = "model_not_found"
@@ -37,6 +41,7 @@ class ErrorCode(StrEnum):
     BROKER_UNAVAILABLE = "broker_unavailable"
     DATABASE_UNAVAILABLE = "database_unavailable"
     SOURCE_UNAVAILABLE = "source_unavailable"
+    QUEUE_FULL = "queue_full"
     # Only on failed jobs: what went wrong while a worker ran it.
     IMAGE_MISSING = "image_missing"
     TIMEOUT = "timeout"
@@ -117,6 +122,28 @@ class SourceUnavailable(ServiceUnavailable):
     """The package index a model comes from cannot be reached."""
 
     code = ErrorCode.SOURCE_UNAVAILABLE
+
+
+class QueueFull(ServiceUnavailable):
+    """As many jobs are queued as the service takes (VISIONQ_MAX_QUEUED_JOBS): submit again later."""
+
+    code = ErrorCode.QUEUE_FULL
+
+
+class Unauthorized(VisionqError):
+    """The request carries no valid API key, and the API asks for one."""
+
+    code = ErrorCode.UNAUTHORIZED
+
+
+class Throttled(VisionqError):
+    """A client asked more, or has more queued, than its limit allows; it may ask again later."""
+
+    code = ErrorCode.RATE_LIMITED
+
+    def __init__(self, message: str, *, retry_after_s: int, code: ErrorCode | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after_s = retry_after_s
 
 
 class NotFound(VisionqError):

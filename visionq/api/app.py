@@ -8,9 +8,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from visionq import __version__
+from visionq.api.access import AccessGuard, ApiKeys, RequestLimits, documented_access
 from visionq.api.deps import Services
 from visionq.api.errors import install_error_handlers
 from visionq.api.limits import FORM_OVERHEAD_BYTES, BodyLimit
+from visionq.api.quotas import QueueBounds
 from visionq.api.routes import detect, health, jobs
 from visionq.api.routes import models as models_routes
 from visionq.api.waiters import JobEvents, JobWaiters
@@ -53,8 +55,10 @@ def create_app(
     app = FastAPI(
         title="visionq", version=__version__, description=_DESCRIPTION, docs_url="/docs", lifespan=lifespan
     )
+    keys, limits = ApiKeys.from_settings(settings), RequestLimits.from_settings(settings)
+    bounds = QueueBounds(store, total=settings.max_queued_jobs, per_client=settings.max_queued_jobs_per_key)
     app.state.services = Services(
-        settings=settings, store=store, publisher=publisher, models=models, waiters=waiters
+        settings=settings, store=store, publisher=publisher, models=models, waiters=waiters, bounds=bounds
     )
     install_error_handlers(app)
     app.add_middleware(
@@ -62,8 +66,11 @@ def create_app(
         max_bytes=settings.max_image_bytes + FORM_OVERHEAD_BYTES,
         detail=f"Images may be at most {settings.max_image_bytes:,} bytes.",
     )
-    for module in (jobs, detect, models_routes, health):
-        app.include_router(module.router)
+    # Added last, so it runs first: a request without a key is refused before its body is counted.
+    app.add_middleware(AccessGuard, keys=keys, limits=limits)
+    for module in (jobs, detect, models_routes):
+        app.include_router(module.router, **documented_access(keys, limits))
+    app.include_router(health.router)
     return app
 
 

@@ -9,6 +9,7 @@ from typing import Annotated, Final
 from fastapi import Depends, File, Form, Header, Request, UploadFile
 
 from visionq import constants
+from visionq.api.quotas import QueueBounds
 from visionq.api.waiters import JobWaiters
 from visionq.config import Settings
 from visionq.models.cache import ModelCache
@@ -25,6 +26,7 @@ class Services:
     publisher: JobPublisher
     models: ModelCache
     waiters: JobWaiters
+    bounds: QueueBounds
     # Bounds the API's full-size image decodes in flight: annotated images (constants.API_DECODE_SLOTS).
     decode_slots: threading.BoundedSemaphore = field(
         default_factory=lambda: threading.BoundedSemaphore(constants.API_DECODE_SLOTS)
@@ -46,9 +48,11 @@ class Submission:
     model: str | None
     max_det: int
     idempotency_key: str | None = None
+    client: str | None = None  # the API key's name (access.AccessGuard), None without API keys
 
 
 async def submission_form(
+    request: Request,
     image: Annotated[UploadFile, File(description="JPEG, PNG, WebP, BMP, GIF or TIFF.")],
     conf: Annotated[
         float, Form(ge=0, le=1, description="Minimum confidence.")
@@ -80,7 +84,14 @@ async def submission_form(
         model=model,
         max_det=max_det,
         idempotency_key=idempotency_key,
+        client=get_client(request),
     )
+
+
+def get_client(request: Request) -> str | None:
+    """Who sent the request: the name of its API key, None when the API takes no keys."""
+    client = getattr(request.state, "client", None)
+    return client if isinstance(client, str) else None
 
 
 # `async def`: none of these block, and FastAPI would run a plain `def` dependency in its threadpool.

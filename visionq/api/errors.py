@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from visionq.api.schemas import ErrorBody, ErrorOut
-from visionq.errors import ErrorCode, VisionqError
+from visionq.errors import ErrorCode, Throttled, Unauthorized, VisionqError
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ STATUS: Final[Mapping[ErrorCode, int]] = MappingProxyType(
     {
         ErrorCode.EMPTY: 400,
         ErrorCode.BAD_REQUEST: 400,
+        ErrorCode.UNAUTHORIZED: 401,
         ErrorCode.NOT_FOUND: 404,
         ErrorCode.METHOD_NOT_ALLOWED: 405,
         ErrorCode.CONFLICT: 409,
@@ -45,6 +46,8 @@ STATUS: Final[Mapping[ErrorCode, int]] = MappingProxyType(
         ErrorCode.NOT_AN_IMAGE: 415,
         ErrorCode.UNSUPPORTED_FORMAT: 415,
         ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
+        ErrorCode.RATE_LIMITED: 429,
+        ErrorCode.TOO_MANY_QUEUED: 429,
         ErrorCode.CORRUPT: 422,
         ErrorCode.INVALID_REQUEST: 422,
         ErrorCode.UNKNOWN_CLASS: 422,
@@ -57,6 +60,7 @@ STATUS: Final[Mapping[ErrorCode, int]] = MappingProxyType(
         ErrorCode.BROKER_UNAVAILABLE: 503,
         ErrorCode.DATABASE_UNAVAILABLE: 503,
         ErrorCode.SOURCE_UNAVAILABLE: 503,
+        ErrorCode.QUEUE_FULL: 503,
     }
 )
 
@@ -93,13 +97,26 @@ def status_of(error: VisionqError) -> int:
 
 async def _visionq_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, VisionqError)
+    return response_for(exc)
+
+
+def response_for(exc: VisionqError) -> JSONResponse:
+    """The response one of visionq's own errors answers with (also for middleware, outside routing)."""
     status = status_of(exc)
     if status == 503:
         logger.warning("%s: %s (%s)", exc.code.value, exc.message, exc.__cause__ or "no cause")
         return error_response(status, exc.code, exc.message, {"Retry-After": str(RETRY_AFTER_S)})
     if status == 500:
         logger.error("%s: %s", exc.code.value, exc.message)
-    return error_response(status, exc.code, exc.message)
+    return error_response(status, exc.code, exc.message, _headers_of(exc))
+
+
+def _headers_of(exc: VisionqError) -> dict[str, str] | None:
+    if isinstance(exc, Throttled):
+        return {"Retry-After": str(exc.retry_after_s)}
+    if isinstance(exc, Unauthorized):
+        return {"WWW-Authenticate": 'Bearer realm="visionq"'}
+    return None
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -53,8 +53,11 @@ def create_job(
     info = probe_image(data, max_pixels=settings.max_image_pixels)
     image = ImageIn.of(data, content_type=info.content_type, width=info.width, height=info.height)
     params = {"conf": form.conf, "iou": form.iou, "classes": classes, "max_det": form.max_det}
+    # Before the job is made: a retry of an accepted request meeting a full queue is told to come back,
+    # and then finds its job.
+    services.bounds.admit(form.client)
     if form.idempotency_key is None:
-        job = store.create(image=image, model=name, params=params)
+        job = store.create(image=image, model=name, params=params, client=form.client)
     else:
         job, made = store.create_once(
             key=form.idempotency_key,
@@ -62,6 +65,7 @@ def create_job(
             image=image,
             model=name,
             params=params,
+            client=form.client,
         )
         if not made:
             if on_created is not None:
@@ -77,6 +81,7 @@ def create_job(
         # No message means no worker will ever run it: a job left queued would wait forever.
         _discard(store, job.id)
         raise
+    services.bounds.queued(form.client)
     logger.info(
         "job %s queued: %s, %s %dx%d, %d bytes",
         job.id,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from visionq.cli import bench, detect, models, serve, up
+from visionq.cli import bench, detect, keys, models, serve, up
 
 app = typer.Typer(
     name="visionq",
@@ -15,6 +15,7 @@ app = typer.Typer(
 )
 app.add_typer(models.app, name="models")
 app.add_typer(bench.app, name="bench")
+app.add_typer(keys.app, name="keys")
 app.command("detect")(detect.detect)
 app.command("api")(serve.api)
 app.command("worker")(serve.worker)

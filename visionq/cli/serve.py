@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from visionq import constants
-from visionq.cli.common import load_settings
+from visionq.cli.common import err, load_settings
+
+if TYPE_CHECKING:
+    from visionq.config import Settings
 
 
 def api(
@@ -25,7 +30,7 @@ def api(
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
-    load_settings()  # fail early, with a readable message, on a bad configuration
+    check_api_keys(load_settings())  # fail early, with a readable message, on a bad configuration
     # uvicorn's logging, plus visionq's own loggers (accepted jobs, 4xx and 5xx answers) through its
     # handler and format; without this Python shows only their warnings, bare.
     log_config = copy.deepcopy(LOGGING_CONFIG)
@@ -80,11 +85,43 @@ def flower(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 5555,
 ) -> None:
-    """Flower, to watch workers and tasks; basic auth when VISIONQ_FLOWER_BASIC_AUTH is set."""
+    """Flower, to watch workers and tasks; basic auth when VISIONQ_FLOWER_BASIC_AUTH is set (it must be,
+    to listen on anything but loopback: Flower can revoke tasks and shut workers down)."""
     from visionq.queue import create_celery_app
 
     settings = load_settings()
+    check_flower_exposure(host, settings)
     argv = ["flower", f"--address={host}", f"--port={port}"]
     if settings.flower_basic_auth is not None:
         argv.append(f"--basic-auth={settings.flower_basic_auth.get_secret_value()}")
     create_celery_app(settings).start(argv)
+
+
+def check_api_keys(settings: Settings) -> None:
+    """Exit 2, saying why, when the API keys cannot be read (a missing or malformed key file)."""
+    from visionq.api.access import ApiKeys
+
+    try:
+        ApiKeys.from_settings(settings)
+    except (OSError, ValueError) as exc:
+        err.print(f"[red]invalid API keys:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from exc
+
+
+def check_flower_exposure(host: str, settings: Settings) -> None:
+    """Exit 2 when Flower would listen beyond this machine without basic auth."""
+    if settings.flower_basic_auth is None and not _is_loopback(host):
+        err.print(
+            f"[red]refusing to run Flower on {escape(host)} without basic auth:[/red] set "
+            "VISIONQ_FLOWER_BASIC_AUTH=user:password, or listen on 127.0.0.1"
+        )
+        raise typer.Exit(2)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from visionq.cli.common import err, load_settings, out, reported_errors
+from visionq.cli.serve import check_api_keys, check_flower_exposure
 from visionq.system import available_cores
 
 if TYPE_CHECKING:
@@ -52,6 +53,8 @@ def up(
 ) -> None:
     """Pull the model if missing, then run api, worker, beat and flower until Ctrl-C or SIGTERM."""
     settings = load_settings()
+    check_flower_exposure(host, settings)
+    check_api_keys(settings)
     with reported_errors():
         _prepare(settings)
     me = [sys.executable, "-m", "visionq"]

@@ -107,5 +107,8 @@ class JobRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    # The client's key name, '/', then its Idempotency-Key (1-255 characters): 64 + 1 + 255.
+    idempotency_key: Mapped[str | None] = mapped_column(String(320))
     request_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    # The API key's name that submitted the job (migration 0005); null without API keys.
+    client: Mapped[str | None] = mapped_column(String(64))
