@@ -39,14 +39,30 @@ def assert_nothing_stored(stack: Stack) -> None:
 
 
 @pytest.mark.parametrize("path", ["/v1/jobs", "/v1/detect"])
-def test_an_upload_without_an_image_field_is_422(embedded: Stack, path: str) -> None:
-    as_form = embedded.client.post(path, data={"conf": "0.5"})
+def test_a_multipart_upload_without_an_image_field_is_422(embedded: Stack, path: str) -> None:
     other_file = embedded.client.post(path, files={"picture": ("a.jpg", b"xx", "image/jpeg")})
+    error = assert_error(other_file, 422, "invalid_request")
+    assert "image" in error["message"]
+    assert_nothing_stored(embedded)
+
+
+@pytest.mark.parametrize("path", ["/v1/jobs", "/v1/detect"])
+def test_an_upload_that_is_no_multipart_form_is_415(
+    embedded: Stack, path: str, samples: dict[str, bytes]
+) -> None:
+    url_encoded = embedded.client.post(path, data={"conf": "0.5"})
+    raw_jpeg = embedded.client.post(
+        path, content=samples["zidane.jpg"], headers={"content-type": "image/jpeg"}
+    )
     no_body = embedded.client.post(path)
 
-    for response in (as_form, other_file, no_body):
-        error = assert_error(response, 422, "invalid_request")
-        assert "image" in error["message"]
+    for response, sent in (
+        (url_encoded, "application/x-www-form-urlencoded"),
+        (raw_jpeg, "image/jpeg"),
+        (no_body, "of no media type"),
+    ):
+        error = assert_error(response, 415, "unsupported_media_type")
+        assert "multipart/form-data" in error["message"] and sent in error["message"]
     assert_nothing_stored(embedded)
 
 

@@ -12,6 +12,7 @@ from visionq import constants
 from visionq.api.quotas import QueueBounds
 from visionq.api.waiters import JobWaiters
 from visionq.config import Settings
+from visionq.errors import ErrorCode, InvalidRequest
 from visionq.models.cache import ModelCache
 from visionq.queue import JobPublisher
 from visionq.store import JobStore
@@ -51,8 +52,21 @@ class Submission:
     client: str | None = None  # the API key's name (access.AccessGuard), None without API keys
 
 
+async def require_multipart(request: Request) -> None:
+    """Refuse, with 415, an upload whose body is not a multipart form (FastAPI would say 422 `image`
+    missing: true, but not what is wrong). A sub-dependency of the form, so it runs before the fields."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "multipart/form-data":
+        raise InvalidRequest(
+            f"Send the image as multipart/form-data, in the field `image`; the body is "
+            f"{media_type or 'of no media type'}.",
+            code=ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+        )
+
+
 async def submission_form(
     request: Request,
+    _multipart: Annotated[None, Depends(require_multipart)],
     image: Annotated[UploadFile, File(description="JPEG, PNG, WebP, BMP, GIF or TIFF.")],
     conf: Annotated[
         float, Form(ge=0, le=1, description="Minimum confidence.")
