@@ -193,7 +193,10 @@ def running_service(
         worker_env = visionq_env(worker_dir, **shared)
         procs.start("worker", worker, worker_env)
         if beat:
-            procs.start("beat", [*VISIONQ, "beat"], visionq_env(tmp_path / "beat", **shared))
+            # On one machine beat shares the data dir, whose folders are the broker; elsewhere it is
+            # a machine of its own.
+            beat_dir = worker_dir if worker_dir == api_dir else tmp_path / "beat"
+            procs.start("beat", [*VISIONQ, "beat"], visionq_env(beat_dir, **shared))
         base = f"http://127.0.0.1:{port}"
         wait_ready(base, procs)
         with httpx.Client(base_url=base, timeout=30) as client:

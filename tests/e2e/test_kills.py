@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import psutil
@@ -81,3 +82,45 @@ def test_the_whole_worker_killed_mid_load_then_a_fresh_one_loses_none(
     assert (outcome.lost, outcome.duplicated, dict(outcome.failed)) == ([], 0, {}), outcome
     assert outcome.accepted == outcome.succeeded == 60
     assert outcome.redeliveries <= 2  # at most the jobs its 2 children were running
+
+
+@pytest.fixture(params=["embedded"])
+def embedded_service(
+    request: pytest.FixtureRequest, tmp_path: Path, model_cache: ModelCache
+) -> Iterator[Service]:
+    # A short time limit: on the filesystem broker a killed worker's running jobs come back only when
+    # their claim expires (time limit + 30 s), as nothing redelivers them.
+    with running_service(
+        request, tmp_path, model_cache, beat=True, concurrency=2, task_time_limit="15"
+    ) as running:
+        yield running
+
+
+def _ready(service: Service, name: str) -> bool:
+    return " ready." in service.procs.output(name)
+
+
+def test_the_embedded_workers_killed_mid_write_three_times_lose_none(
+    embedded_service: Service, samples: dict[str, bytes], capsys: pytest.CaptureFixture[str]
+) -> None:
+    service = embedded_service
+    ledger = Ledger(service.client, Uploads([("zidane.jpg", samples["zidane.jpg"])], unique=True))
+    submitting = threading.Thread(target=ledger.submit_many, args=(90,), kwargs={"every_s": 0.05})
+    submitting.start()
+    chance = random.Random(10)
+    name = "worker"
+    for kill in range(3):
+        wait_until(partial(_ready, service, name), timeout_s=90, what=f"{name} ready")
+        time.sleep(chance.uniform(0.5, 2.0))  # under load: SQLite writes and message files in hand
+        worker = service.procs.proc(name)
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)
+        name = f"fresh-{kill}"
+        service.start_worker(name, concurrency=2)
+    submitting.join()
+
+    outcome = ledger.settle(timeout_s=240, logs=service.procs.logs)
+
+    report(capsys, outcome, "The embedded stack's worker SIGKILLed 3 times under 90 jobs, 2 children")
+    assert (outcome.lost, outcome.duplicated, dict(outcome.failed)) == ([], 0, {}), outcome
+    assert outcome.accepted == outcome.succeeded == 90
