@@ -81,6 +81,11 @@ PURGE_INTERVAL_S: Final = 3600
 RECOVER_INTERVAL_S: Final = 30
 RECOVER_GRACE_S: Final = 30
 REQUEUE_AFTER_S: Final = 60
+# A reconciliation hands back lost jobs in batches of this many (one transaction each), batch after
+# batch for at most RECONCILE_BUDGET_S: the next period (RECOVER_INTERVAL_S) never finds it still
+# running. Measured with `visionq bench reconcile` (README, Guarantees): a batch takes ~1 s.
+RECONCILE_BATCH: Final = 500
+RECONCILE_BUDGET_S: Final = 20
 
 # Full-size decodes the API runs at once (annotated images; uploads are only probed). A decoded image at the
 # pixel limit holds up to 4 bytes x 40 MP = 160 MB; four at a time bound that memory to about 640 MB

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from visionq.cli import app
 from visionq.detect import engines
 from visionq.models.cache import ModelCache
+from visionq.store import create_engine_for
+from visionq.store.tables import JobRow
 from visionq.system import has_vnni
 
 pytestmark = pytest.mark.slow
@@ -99,3 +103,27 @@ def test_bench_service_starts_a_stack_measures_it_and_writes_its_report(
     assert backlog["jobs"] == 12 and backlog["drain_s"] > 0 and backlog["drain_jobs_per_s"] > 0
     assert backlog["submit_ms"]["p50"] > 0 and backlog["get_queued_job_ms"]["p99"] > 0
     assert "with 12 jobs queued (worker paused)" in run.stdout
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.postgres
+def test_bench_reconcile_times_a_backlog_then_its_loss_and_leaves_nothing_behind(
+    cli_data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    postgres_databases: Callable[[], str],
+    rabbitmq_vhosts: Callable[[], str],
+) -> None:
+    database = postgres_databases()
+    monkeypatch.setenv("VISIONQ_DATABASE_URL", database)
+    monkeypatch.setenv("VISIONQ_BROKER_URL", rabbitmq_vhosts())
+
+    run = CliRunner().invoke(app, ["bench", "reconcile", "-n", "40"])
+
+    assert run.exit_code == 0, run.output
+    assert "Reconciliation over 40 queued jobs" in run.stdout
+    assert "(publishes 0)" in run.stdout
+    assert "40 jobs published again by 1 reconciliation(s)" in run.stdout
+    engine = create_engine_for(database)
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(JobRow)).scalar_one() == 0
+    engine.dispose()

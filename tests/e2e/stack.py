@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,10 +147,18 @@ class Service:
     procs: Processes
     worker_env: dict[str, str] = field(default_factory=dict)
 
-    def start_worker(self, name: str, *, concurrency: int = 1) -> subprocess.Popen[bytes]:
-        """Another `visionq worker` on the service's broker and database (its own node name)."""
-        args = [*VISIONQ, "worker", "--concurrency", str(concurrency), "--name", f"{name}@%h"]
-        return self.procs.start(name, args, self.worker_env)
+    def start_worker(
+        self,
+        name: str,
+        *,
+        concurrency: int = 1,
+        prefix: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """Another `visionq worker` on the service's broker and database (its own node name), run under
+        the command `prefix` (`ip netns exec NS`, say) with `env` in place of the service's worker's."""
+        args = [*prefix, *VISIONQ, "worker", "--concurrency", str(concurrency), "--name", f"{name}@%h"]
+        return self.procs.start(name, args, self.worker_env if env is None else env)
 
 
 def _seed_models(model_cache: ModelCache, data_dir: Path) -> None:

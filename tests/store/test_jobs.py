@@ -321,6 +321,23 @@ def test_a_running_job_is_left_to_its_live_claim_and_taken_over_once_that_claim_
     assert store.claim(other.id, worker="d", running_since_before=clock.now - timedelta(days=1)) is not None
 
 
+def test_a_claim_taken_over_keeps_the_result_from_the_late_first_worker(store: JobStore) -> None:
+    job = make_job(store)
+    first = store.claim(job.id, worker="cut-off")
+    assert first is not None
+    second = store.claim(job.id, worker="live")  # a redelivery: the first worker seemed gone
+    assert second is not None and second.attempts == first.attempts + 1
+
+    # The first worker, back from its partition, finishes while the second still runs the job.
+    assert not store.succeed(job.id, detections=[{"late": True}], timings_ms={}, attempt=first.attempts)
+    assert not store.fail(job.id, code=ErrorCode.TIMEOUT, message="late", attempt=first.attempts)
+    assert store.get(job.id) == second  # still running, under the live claim
+    assert store.succeed(job.id, detections=[], timings_ms={"total": 1.0}, attempt=second.attempts)
+    done = store.get(job.id)
+    assert done is not None and done.status is JobStatus.SUCCEEDED and done.detections == []
+    assert not store.succeed(job.id, detections=[], timings_ms={}, attempt=second.attempts)  # once
+
+
 def test_a_second_submit_with_an_idempotency_key_gets_the_first_job_and_makes_none(store: JobStore) -> None:
     image = make_image(b"\x89PNG idempotent")
     first, made = store.create_once(

@@ -127,3 +127,30 @@ def test_a_job_whose_claim_outlived_the_time_limit_is_published_again(
     assert publisher.waiting() == 1
     requeued = runtime.store.get(job.id)
     assert requeued is not None and requeued.status is JobStatus.QUEUED
+
+
+def test_more_lost_jobs_than_a_batch_come_back_in_one_reconciliation(
+    app: WorkerApp, samples: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime, publisher = app.runtime, JobPublisher(app)
+    monkeypatch.setattr(constants, "RECONCILE_BATCH", 4)
+    _submitted(runtime, publisher, samples, 11)
+    _lose_every_message(app)
+
+    assert reconcile(runtime, publisher) == 11  # batches of 4, 4 and 3
+    assert publisher.waiting() == 11
+    assert reconcile(runtime, publisher) == 0
+
+
+def test_a_reconciliation_stops_at_its_time_budget_and_the_next_goes_on(
+    app: WorkerApp, samples: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime, publisher = app.runtime, JobPublisher(app)
+    monkeypatch.setattr(constants, "RECONCILE_BATCH", 4)
+    monkeypatch.setattr(constants, "RECONCILE_BUDGET_S", 0)  # out of time after the first batch
+    _submitted(runtime, publisher, samples, 6)
+    _lose_every_message(app)
+
+    assert reconcile(runtime, publisher) == 4
+    assert reconcile(runtime, publisher) == 2
+    assert publisher.waiting() == 6

@@ -517,3 +517,22 @@ def _print_service(result: LoadResult, figures: dict[str, Any], blobs: list[tupl
             f"{costs['submit']:.2f} ms (goal <= 3), "
             f"GET of a finished job {costs['get_finished_job']:.2f} ms (goal <= 0.7)"
         )
+
+
+@app.command()
+def reconcile(
+    jobs: Annotated[int, typer.Option("--jobs", "-n", min=1, help="Queued jobs in the backlog.")] = 10_000,
+) -> None:
+    """What beat's reconciliation costs over a backlog of queued jobs, and how fast it publishes them again
+    once the broker lost every message. Needs a scratch database and broker (VISIONQ_DATABASE_URL,
+    VISIONQ_BROKER_URL) holding no jobs; what it makes is removed after."""
+    from visionq.bench import reconcile as reconcile_bench
+
+    settings = load_settings()
+    photo = sample_photos(settings)["zidane.jpg"].read_bytes()
+    with reported_errors():
+        result = reconcile_bench.run(settings, photo, jobs=jobs, announce=out.print)
+    table = Table(title=f"Reconciliation over {jobs:,} queued jobs", show_header=False)
+    for label, value in reconcile_bench.summary(result):
+        table.add_row(label, value)
+    out.print(table)

@@ -39,6 +39,20 @@ PING_AFTER_IDLE_S = 1.0
 # Seconds to connect to PostgreSQL before giving up.
 PG_CONNECT_TIMEOUT_S = 5
 
+# libpq's TCP options for a connection whose peer went silent (a network partition, a host gone
+# without a word): left to the kernel, a statement sent into it waits out ~15 minutes of retransmissions
+# (tcp_retries2), and a connection waiting for an answer waits for ever. Here a statement whose bytes
+# stay unacknowledged for 10 s fails (TCP_USER_TIMEOUT, in ms), and a quiet connection is probed after
+# 10 s, 3 times 5 s apart. Only a dead network trips them: the server's kernel acks a long query's
+# bytes and answers the probes while the query or a lock wait runs. A URL's own options win.
+PG_TCP_OPTIONS: dict[str, int] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
+
 # Key of the PostgreSQL advisory lock serialising migrations across processes ("visionq" in ASCII).
 _MIGRATION_LOCK_KEY = 0x7669_7369_6F6E_71
 
@@ -70,8 +84,9 @@ def create_engine_for(url: str) -> Engine:
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         # A host that drops packets must cost a request seconds and a 503, not a hang (libpq's default
-        # is to wait forever); a URL's own connect_timeout wins.
-        connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+        # is to wait forever), at connect and on a connection it dropped later; a URL's options win.
+        defaults = {"connect_timeout": PG_CONNECT_TIMEOUT_S, **PG_TCP_OPTIONS}
+        connect_args = {key: value for key, value in defaults.items() if key not in parsed.query}
         engine = create_engine(parsed, connect_args=connect_args)
         _ping_when_idle(engine)
         event.listen(engine, "do_execute", _binary_results)

@@ -14,7 +14,10 @@ from collections.abc import Callable
 from typing import Final
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from sqlalchemy import URL
+
+from visionq.store.db import PG_TCP_OPTIONS
 
 logger = logging.getLogger(__name__)
 
@@ -56,13 +59,18 @@ class PostgresJobEvents:
         if self._thread is not None:
             self._thread.join(timeout=_WAIT_S + _CONNECT_TIMEOUT_S)
 
+    def _conninfo_with_timeouts(self) -> str:
+        """The connection string with the engine's TCP timeouts (`db.PG_TCP_OPTIONS`): a partition must
+        end in an error and a reconnect, not a LISTEN that hears nothing for ever. The URL's own win."""
+        given = conninfo_to_dict(self._conninfo)
+        defaults = {"connect_timeout": _CONNECT_TIMEOUT_S, **PG_TCP_OPTIONS}
+        return make_conninfo(self._conninfo, **{k: v for k, v in defaults.items() if k not in given})
+
     def _run(self, on_change: OnChange, on_gap: OnGap) -> None:
         delay = _RETRY_FIRST_S
         while not self._stopping.is_set():
             try:
-                with psycopg.connect(
-                    self._conninfo, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S
-                ) as conn:
+                with psycopg.connect(self._conninfo_with_timeouts(), autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self.listening.set()
                     delay = _RETRY_FIRST_S

@@ -331,24 +331,47 @@ class JobStore:
             # The inner join always finds the image: a job's image is deleted only with its last job.
             return None if claimed is None else conn.execute(then, {"job_id": key}).one()
 
-    def succeed(self, job_id: str, *, detections: list[dict[str, Any]], timings_ms: dict[str, float]) -> bool:
-        """Record the result of a running job; False (nothing written) when it is no longer running."""
-        return self._finish(job_id, _SUCCEED, {"detections": detections, "timings_ms": timings_ms})
+    def succeed(
+        self,
+        job_id: str,
+        *,
+        detections: list[dict[str, Any]],
+        timings_ms: dict[str, float],
+        attempt: int | None = None,
+    ) -> bool:
+        """Record the result of a running job; False (nothing written) when it is no longer running, or,
+        given the `attempt` that claimed it, when another claim took it over since (see `_finish`)."""
+        params = {"detections": detections, "timings_ms": timings_ms}
+        return self._finish(job_id, _SUCCEED, params, attempt)
 
     def fail(
-        self, job_id: str, *, code: ErrorCode, message: str, timings_ms: dict[str, float] | None = None
+        self,
+        job_id: str,
+        *,
+        code: ErrorCode,
+        message: str,
+        timings_ms: dict[str, float] | None = None,
+        attempt: int | None = None,
     ) -> bool:
-        """Record the failure of a running job; False (nothing written) when it is no longer running."""
+        """Record the failure of a running job; False (nothing written) as for `succeed`."""
         values: dict[str, Any] = {"error_code": code, "error_message": message}
         if timings_ms is not None:
             values["timings_ms"] = timings_ms
-        return self._finish(job_id, _finish_running(JobStatus.FAILED).values(**values), {})
+        return self._finish(job_id, _finish_running(JobStatus.FAILED).values(**values), {}, attempt)
 
-    def _finish(self, job_id: str, statement: Update, params: dict[str, Any]) -> bool:
-        """Run `statement` (a `_finish_running` update) on the job; whether it was still running."""
+    def _finish(self, job_id: str, statement: Update, params: dict[str, Any], attempt: int | None) -> bool:
+        """Run `statement` (a `_finish_running` update) on the job; whether it was still running.
+
+        With `attempt`, only while the job's claim is still that one: a worker cut off by a partition,
+        whose job another worker took over (attempts + 1) and is running, must not write its late
+        result over the live claim. The live claim's worker stores the one result.
+        """
         key = canonical_job_id(job_id)
         if key is None:
             return False
+        if attempt is not None:
+            statement = statement.where(JobRow.attempts == bindparam("attempt"))
+            params = {**params, "attempt": attempt}
         with self._write() as conn:
             return conn.execute(statement, {"job_id": key, "now": self._clock(), **params}).rowcount == 1
 

@@ -27,6 +27,13 @@ logger = logging.getLogger(__name__)
 # default of 4 s would kill children loading a big model on a busy machine.
 PROCESS_INIT_TIMEOUT_S = 60.0
 
+# AMQP heartbeat of the worker's broker connections. RabbitMQ hands a silent consumer's unacked jobs to
+# another worker only once it misses two to three heartbeat periods: with Celery's 120 s (RabbitMQ
+# negotiates 60 s) a worker cut off by a partition held its job for over 150 s (tests/e2e/
+# test_partition.py); at 10 s (RabbitMQ's advice: 5-20 s) it is 20-30 s. The prefork pool's main
+# process sends them, never blocked by a task.
+BROKER_HEARTBEAT_S = 10
+
 
 class WorkerApp(Celery):  # type: ignore[misc]  # Celery ships no type information
     """The app `visionq worker` (and `celery -A visionq.worker.celery_app`) runs.
@@ -57,6 +64,7 @@ class WorkerApp(Celery):  # type: ignore[misc]  # Celery ships no type informati
             # them twice (the store would refuse the second result, but the CPU would be spent twice).
             worker_cancel_long_running_tasks_on_connection_loss=True,
             worker_proc_alive_timeout=PROCESS_INIT_TIMEOUT_S,
+            broker_heartbeat=BROKER_HEARTBEAT_S,
             # Flower's live view (task-received/started/succeeded/failed) is switched on by Flower
             # itself, every 5 s while it runs: unwatched, the events cost 1.3 ms of CPU per job
             # (worker and RabbitMQ, README Performance) for nobody.

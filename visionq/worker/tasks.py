@@ -172,16 +172,25 @@ def reconcile(runtime: Runtime, publisher: JobPublisher) -> int:
     lease = claim_lease(runtime.settings)
     queued = runtime.store.count_queued()
     short = max(0, queued - publisher.waiting()) if queued else 0
-    job_ids = runtime.store.requeue_lost(
-        running_before=now - lease,
-        queued_before=now - timedelta(seconds=constants.REQUEUE_AFTER_S),
-        queued=short,
-    )
-    for job_id in job_ids:
-        # A broker error stops here; the jobs not yet published are picked up again next period.
-        publisher.publish(job_id)
-        logger.warning("job %s had no message left on the broker: published again", job_id)
-    return len(job_ids)
+    # Batch after batch until none is full, for at most RECONCILE_BUDGET_S: 10,000 lost jobs come back
+    # in one period, not in 20 (a batch of 500 takes ~1 s, nearly all of it publishing).
+    deadline = time.monotonic() + constants.RECONCILE_BUDGET_S
+    published = 0
+    while True:
+        job_ids = runtime.store.requeue_lost(
+            running_before=now - lease,
+            queued_before=now - timedelta(seconds=constants.REQUEUE_AFTER_S),
+            queued=short,
+            limit=constants.RECONCILE_BATCH,
+        )
+        for job_id in job_ids:
+            # A broker error stops here; the jobs not yet published are picked up again next period.
+            publisher.publish(job_id)
+            logger.warning("job %s had no message left on the broker: published again", job_id)
+        published += len(job_ids)
+        short = max(0, short - len(job_ids))
+        if len(job_ids) < constants.RECONCILE_BATCH or time.monotonic() >= deadline:
+            return published
 
 
 def claim_lease(settings: Settings) -> timedelta:
@@ -239,7 +248,7 @@ def _detect_and_record(runtime: Runtime, job: Job, data: bytes, started: float) 
     queue_wait = _queue_wait_ms(job)
     stages["queue_wait"] = queue_wait
     stages["total"] = round(queue_wait + (time.perf_counter() - started) * 1000, 3)
-    if not runtime.store.succeed(job.id, detections=detections, timings_ms=stages):
+    if not runtime.store.succeed(job.id, detections=detections, timings_ms=stages, attempt=job.attempts):
         logger.info("job %s finished elsewhere meanwhile; result dropped", job.id)
         return None
     logger.info("job %s succeeded: %d detection(s) in %.1f ms", job.id, len(detections), stages["total"])
@@ -275,4 +284,5 @@ def _queue_wait_ms(job: Job) -> float:
 
 def _fail(runtime: Runtime, job: Job, code: ErrorCode, message: str) -> JobStatus | None:
     logger.warning("job %s failed (%s): %s", job.id, code, message)
-    return JobStatus.FAILED if runtime.store.fail(job.id, code=code, message=message) else None
+    failed = runtime.store.fail(job.id, code=code, message=message, attempt=job.attempts)
+    return JobStatus.FAILED if failed else None
