@@ -30,6 +30,12 @@ class Settings(BaseSettings):
         default=None,
         description="postgresql+psycopg://user@host/db or sqlite:///path (unset: SQLite under the data dir).",
     )
+    queue_type: Literal["classic", "quorum"] = Field(
+        default="classic",
+        description="Type of the jobs' queue on RabbitMQ (ignored on Redis and the embedded broker): "
+        "quorum replicates it across a cluster's nodes and survives losing one; classic lives on one node. "
+        "An existing queue keeps its type: switching needs the queue deleted while it is empty.",
+    )
     model: str = Field(default=constants.DEFAULT_MODEL, description="Model used when a request names none.")
     threads: int | None = Field(
         default=None, ge=1, description="Inference threads per process; unset: cores / worker concurrency."

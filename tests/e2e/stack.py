@@ -178,13 +178,16 @@ def running_service(
 ) -> Iterator[Service]:
     """api + one worker of `concurrency` children, and `visionq beat` if asked. On RabbitMQ (or Redis)
     + PostgreSQL the worker plays "another machine": its own empty data dir, sharing only the broker
-    and the database with the API. `settings` (VISIONQ_ settings by name) go to every process."""
+    and the database with the API. `settings` (VISIONQ_ settings by name) go to every process; a
+    `broker_url` among them replaces the broker the param names."""
     api_dir = tmp_path / "api"
     _seed_models(model_cache, api_dir)
     if request.param in ("rabbitmq-postgres", "redis-postgres"):
         create_db: Callable[[], str] = request.getfixturevalue("postgres_databases")
-        if request.param == "redis-postgres":
-            broker: str = request.getfixturevalue("redis_url")
+        if "broker_url" in settings:  # a broker of the test's own (a RabbitMQ cluster)
+            broker = settings["broker_url"]
+        elif request.param == "redis-postgres":
+            broker = request.getfixturevalue("redis_url")
         else:
             create_vhost: Callable[[], str] = request.getfixturevalue("rabbitmq_vhosts")
             broker = create_vhost()

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from kombu.exceptions import OperationalError
 
+from tests.helpers import visionq_env
 from visionq import constants
 from visionq.config import Settings
-from visionq.queue import create_celery_app
+from visionq.queue import JobPublisher, create_celery_app
+from visionq.worker.app import EXIT_QUEUE_CONFLICT
 
 RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
 
@@ -88,3 +94,62 @@ def test_a_broker_that_went_away_is_tried_again_for_ever_at_most_two_seconds_apa
         conn.ensure_connection(lambda _exc, interval: waits.append(interval), 5)
 
     assert waits == [0.5, 1.0, 1.5, 2.0, 2.0]
+
+
+def test_rabbitmq_gets_a_quorum_queue_when_asked_and_other_brokers_get_no_queue_arguments(
+    tmp_path: Path,
+) -> None:
+    def arguments(broker_url: str | None, queue_type: Literal["classic", "quorum"]) -> object:
+        settings = Settings(data_dir=tmp_path, broker_url=broker_url, queue_type=queue_type)
+        (queue,) = create_celery_app(settings).conf.task_queues
+        return queue.queue_arguments
+
+    assert arguments(RABBITMQ, "quorum") == {"x-queue-type": "quorum"}
+    failover = f"{RABBITMQ};amqp://guest:guest@127.0.0.1:5673//"  # a cluster's nodes in turn
+    assert arguments(failover, "quorum") == {"x-queue-type": "quorum"}
+    # A classic queue is declared as it always was, so a deployment's existing queue stays equivalent.
+    assert arguments(RABBITMQ, "classic") is None
+    assert arguments("redis://127.0.0.1:6379/0", "quorum") is None
+    assert arguments(None, "quorum") is None
+
+
+@pytest.mark.rabbitmq
+def test_every_process_declares_the_queue_of_the_type_configured(
+    rabbitmq_vhosts: Callable[[], str], tmp_path: Path
+) -> None:
+    url = rabbitmq_vhosts()
+    vhost = url.rsplit("/", 1)[1]
+    app = create_celery_app(Settings(data_dir=tmp_path, broker_url=url, queue_type="quorum"))
+
+    JobPublisher(app).waiting()  # declares the queue as every process does
+
+    listed = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "-p", vhost, "name", "type", "--no-table-headers"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.split()
+    assert listed == [constants.QUEUE, "quorum"]
+
+
+@pytest.mark.rabbitmq
+def test_a_worker_asked_for_a_quorum_queue_where_a_classic_one_exists_exits_with_a_sentence(
+    rabbitmq_vhosts: Callable[[], str], tmp_path: Path
+) -> None:
+    url = rabbitmq_vhosts()
+    JobPublisher(create_celery_app(Settings(data_dir=tmp_path, broker_url=url))).waiting()  # classic
+
+    worker = subprocess.run(
+        [sys.executable, "-m", "visionq", "worker", "--concurrency", "1"],
+        env=visionq_env(tmp_path, broker_url=url, queue_type="quorum"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert worker.returncode == EXIT_QUEUE_CONFLICT, worker.stdout + worker.stderr
+    (line,) = [line for line in worker.stderr.splitlines() if "CRITICAL" in line]
+    assert "VISIONQ_QUEUE_TYPE" in line and "inequivalent arg 'x-queue-type'" in line
+    assert "Traceback" not in worker.stderr

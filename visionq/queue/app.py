@@ -70,7 +70,11 @@ def configure(app: Celery, settings: Settings) -> Celery:
         constants.QUEUE, type="direct", durable=True, delivery_mode="persistent"
     )
     queue = Queue(  # type: ignore[no-untyped-call]
-        constants.QUEUE, exchange, routing_key=constants.QUEUE, durable=True
+        constants.QUEUE,
+        exchange,
+        routing_key=constants.QUEUE,
+        durable=True,
+        queue_arguments=queue_arguments(settings) or None,
     )
     app.conf.update(
         broker_url=_broker_url(settings),
@@ -146,6 +150,21 @@ def broker_scheme(url: str) -> str:
 def is_amqp(url: str) -> bool:
     """Whether the broker URL is RabbitMQ's (AMQP 0-9-1 through py-amqp)."""
     return broker_scheme(url) in _AMQP_SCHEMES
+
+
+def queue_arguments(settings: Settings) -> dict[str, Any]:
+    """The x-arguments the jobs' queue is declared with: every process declares it alike, and RabbitMQ
+    refuses a declaration whose arguments differ from the existing queue's (PRECONDITION_FAILED).
+
+    On RabbitMQ, a quorum queue is asked for by type. A classic queue is declared with no argument at
+    all, as visionq always declared it, so an existing deployment's queue stays equivalent. Redis and
+    the embedded broker take no arguments.
+    """
+    if not is_amqp(settings.resolved_broker_url):
+        return {}
+    if settings.queue_type == "quorum":
+        return {"x-queue-type": "quorum"}
+    return {}
 
 
 def _transport_options(settings: Settings) -> dict[str, Any]:

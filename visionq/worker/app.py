@@ -3,25 +3,40 @@ tasks, and the one Runtime each worker process runs them with."""
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import multiprocessing
 import os
 import signal
 import threading
+import time
 from typing import Any
 
 from celery import Celery, bootsteps, signals
 from celery.concurrency.prefork import TaskPool as PreforkPool
+from celery.worker.consumer import Consumer as CeleryConsumer
+from kombu.exceptions import KombuError
 
 from visionq import constants
 from visionq.config import Settings
 from visionq.errors import DatabaseUnavailable, VisionqError
 from visionq.models.cache import ModelCache
 from visionq.queue import embedded
-from visionq.queue.app import configure
+from visionq.queue.app import BROKER_CONNECT_TIMEOUT_S, configure, is_amqp
 from visionq.store import migrate_database
+from visionq.worker.consumer import Consumer
 from visionq.worker.runtime import Runtime
 
 logger = logging.getLogger(__name__)
+
+# A worker refused its queue (it exists with another type) exits with this status: the configuration's
+# fault (sysexits' EX_CONFIG), which a restart does not mend. Celery itself would exit 0 after a traceback.
+EXIT_QUEUE_CONFLICT = 78
+_PRECONDITION_FAILED = 406  # AMQP's reply code for a declaration that differs from what exists
+
+# Seconds a prefork child that got a SIGTERM during a task waits to learn whether the main process got
+# it too (a SIGTERM to the whole group: finish the task) or sent it (a cancelled task: end now).
+GROUP_TERM_WAIT_S = 1.0
 
 # A prefork child loads its model and runs a warm-up inference before it reports up; billiard's
 # default of 4 s would kill children loading a big model on a busy machine.
@@ -69,8 +84,9 @@ class WorkerApp(Celery):  # type: ignore[misc]  # Celery ships no type informati
             # itself, every 5 s while it runs: unwatched, the events cost 1.3 ms of CPU per job
             # (worker and RabbitMQ, README Performance) for nobody.
             worker_send_task_events=False,
-            # Messages it cannot run go to the dead-letter queue, logged in one line (consumer.py).
-            worker_consumer="visionq.worker.consumer:Consumer",
+            # Messages it cannot run go to the dead-letter queue, logged in one line (consumer.py); the
+            # subclass here leaves out a step of Celery's that visionq cannot use (_Consumer).
+            worker_consumer=f"{__name__}:_Consumer",
         )
         self.settings = settings
         self._runtime: Runtime | None = None
@@ -81,6 +97,7 @@ class WorkerApp(Celery):  # type: ignore[misc]  # Celery ships no type informati
         logging.getLogger("celery.bootsteps").addFilter(_QUIET_GOSSIP_RESTART)  # once: the same filter
         signals.worker_process_init.connect(self._warm_up)
         signals.worker_process_init.connect(_DrainOnGroupTerm.install)
+        signals.worker_shutting_down.connect(_DrainOnGroupTerm.draining)
 
     @property
     def runtime(self) -> Runtime:
@@ -104,15 +121,63 @@ class WorkerApp(Celery):  # type: ignore[misc]  # Celery ships no type informati
             logger.warning("database unreachable, not migrated: %s", exc)
         if self.settings.embedded_broker:
             embedded.prune_stale_messages(self.settings.broker_dir)
+        if is_amqp(self.settings.resolved_broker_url):
+            self._check_queue()
         try:
             ModelCache(self.settings.models_dir).ensure(self.settings.model)
         except VisionqError as exc:
             # Start anyway and say why: its jobs fail (or wait, if PyPI is away) with this reason.
             logger.error("default model %r is not available: %s", self.settings.model, exc)
 
+    def _check_queue(self) -> None:
+        """Declare the jobs' queue once, before the pool starts: a queue that exists with another type
+        (VISIONQ_QUEUE_TYPE changed; RabbitMQ never changes a queue's type) stops the worker with one
+        line that says what to do, not a traceback and exit status 0 from Celery's consumer."""
+        queue = next(q for q in self.conf.task_queues if q.name == constants.QUEUE)
+        with self.connection_for_write() as conn:
+            unreachable = (OSError, KombuError, *conn.connection_errors)
+            try:
+                conn.ensure_connection(max_retries=1, interval_start=0, timeout=BROKER_CONNECT_TIMEOUT_S)
+                queue.bind(conn.default_channel).declare()
+            except conn.channel_errors as exc:
+                if getattr(exc, "reply_code", None) != _PRECONDITION_FAILED:
+                    raise
+                logger.critical(
+                    "RabbitMQ refused queue %r as a %s queue (VISIONQ_QUEUE_TYPE): it exists with other "
+                    "arguments, and a queue's type cannot change. Set VISIONQ_QUEUE_TYPE to the existing "
+                    "queue's type, or stop the API, let the workers drain the queue, delete it "
+                    "(rabbitmqctl delete_queue %s -p VHOST) and start them again. RabbitMQ said: %s",
+                    queue.name,
+                    self.settings.queue_type,
+                    queue.name,
+                    exc,
+                )
+                raise SystemExit(EXIT_QUEUE_CONFLICT) from None
+            except unreachable as exc:
+                # Start anyway: the consumer connects (and declares the queue) once the broker is back.
+                logger.warning("broker unreachable, queue %r not checked: %s", queue.name, exc)
+
     def _warm_up(self, **_: Any) -> None:
         """In each prefork child (and a solo worker) before it takes jobs: load the default model."""
         self.runtime.warm_up()
+
+
+class _Consumer(Consumer):
+    """visionq's consumer without Celery's native delayed delivery step.
+
+    With a quorum queue, that step declares 28 quorum queues and exchanges (celery_delayed_0..27) on
+    every connect, to each broker URL in turn, and retries one that is down for 9 s: a worker whose
+    cluster node stopped took no job for 16 s after it had reconnected to another (1 s without it).
+    It can only route retries bound for topic or fanout exchanges, and visionq's is direct (Celery says
+    so at start): a task's retry waits in the worker until its countdown is over, on either queue type.
+    """
+
+    class Blueprint(CeleryConsumer.Blueprint):  # type: ignore[misc]  # Celery ships no type information
+        default_steps = [
+            step
+            for step in CeleryConsumer.Blueprint.default_steps
+            if step != "celery.worker.consumer.delayed_delivery:DelayedDelivery"
+        ]
 
 
 class _QuietGossipRestart(logging.Filter):
@@ -139,17 +204,24 @@ _QUIET_GOSSIP_RESTART = _QuietGossipRestart()
 
 
 class _DrainOnGroupTerm:
-    """In a prefork child, a SIGTERM that arrives during a task waits for the task to end, then is
-    dropped: the worker's main process, which drains the worker, is the one that acts on it.
+    """In a prefork child, a SIGTERM that arrives during a task while the main process drains the worker
+    waits for the task to end, then is dropped: the main process is the one that acts on it.
 
     A SIGTERM to the worker's whole process group (systemd's default KillMode, `kill -- -PGID`) reaches
     the children too, and billiard's handler interrupts their tasks: each job was redelivered and used
     up a delivery. Held here, the child finishes its job and reports it; the main process stops taking
     messages, waits for the tasks running, then closes the pool, and the children leave between tasks.
     A SIGTERM between tasks (the pool being terminated) acts at once, as before.
+
+    So does one the main process sends a child while not draining: Celery cancels the tasks running
+    when its broker connection drops, since their messages go to other workers. Held, such a task ran
+    to completion beside its redelivery (a quorum queue's leader stopped, tests/e2e/test_cluster.py).
     """
 
     _previous: Any = None
+    # Set in the main process when its warm shutdown begins; shared memory made at import, before the
+    # pool forks, so every child reads the main process's flag.
+    _main_draining = multiprocessing.RawValue(ctypes.c_bool, False)
 
     @classmethod
     def install(cls, **_: Any) -> None:
@@ -157,12 +229,31 @@ class _DrainOnGroupTerm:
         signals.task_postrun.connect(cls._release, weak=False)
 
     @classmethod
+    def draining(cls, **_: Any) -> None:
+        """In the main process, from Celery's SIGTERM handler: the worker drains."""
+        cls._main_draining.value = True
+
+    @classmethod
     def _hold(cls, **_: Any) -> None:
         cls._previous = signal.signal(signal.SIGTERM, cls._note)
 
     @classmethod
-    def _note(cls, _signum: int, _frame: Any) -> None:
-        logger.info("SIGTERM during a task: the task finishes first, the worker drains")
+    def _note(cls, signum: int, frame: Any) -> None:
+        # A group's SIGTERM reaches the main process at the same moment: give its handler a moment.
+        deadline = time.monotonic() + GROUP_TERM_WAIT_S
+        while not cls._main_draining.value and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if cls._main_draining.value:
+            logger.info("SIGTERM during a task: the task finishes first, the worker drains")
+            return
+        previous = cls._previous
+        cls._release()
+        logger.info("SIGTERM from the worker's main process: the task is cancelled")
+        if callable(previous):
+            previous(signum, frame)
+        else:  # SIG_DFL, as Celery sets it in a child: end the process as it would have
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
 
     @classmethod
     def _release(cls, **_: Any) -> None:
