@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -29,15 +30,22 @@ def _rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=120)
 
 
-@pytest.fixture
-def broker_outage() -> Iterator[None]:
-    """Stops RabbitMQ's application when entered; starts it again whatever happens."""
+@contextlib.contextmanager
+def broker_stopped() -> Iterator[None]:
+    """RabbitMQ's application stopped; started again whatever happens."""
     _rabbitmqctl("stop_app")
     try:
         yield
     finally:
         _rabbitmqctl("start_app")
         wait_until(rabbitmq_reachable, timeout_s=60, what="RabbitMQ reachable again", interval_s=0.5)
+
+
+@pytest.fixture
+def broker_outage() -> Iterator[None]:
+    """Stops RabbitMQ's application when entered; starts it again whatever happens."""
+    with broker_stopped():
+        yield
 
 
 @pytest.fixture(params=["rabbitmq-postgres"])
@@ -109,6 +117,33 @@ def test_the_service_recovers_when_the_broker_comes_back(service: Service, sampl
     )
     assert done.status_code == 200, done.text
     assert done.json()["status"] == "succeeded"
+
+
+def test_rabbitmq_stopped_and_started_while_clients_submit_loses_nothing(
+    service: Service, samples: dict[str, bytes], capsys: pytest.CaptureFixture[str]
+) -> None:
+    ledger = Ledger(service.client, Uploads([("zidane.jpg", samples["zidane.jpg"])], unique=True))
+    wait_until(lambda: " ready." in service.procs.output("worker"), timeout_s=180, what="the worker ready")
+    submitting = threading.Thread(target=ledger.submit_many, args=(300,), kwargs={"every_s": 0.05})
+    submitting.start()
+    try:
+        time.sleep(4)  # a backlog queued and jobs running when the broker goes
+        with broker_stopped():
+            time.sleep(15)
+            back = datetime.now()  # about when it is back: start_app returns once it is up
+    finally:
+        submitting.join()
+
+    outcome = ledger.settle(timeout_s=240, logs=service.procs.logs)
+
+    report(capsys, outcome, "RabbitMQ stopped for 15 s while clients submitted, then started")
+    assert (outcome.lost, outcome.duplicated) == ([], 0)
+    assert outcome.accepted + outcome.refused.total() == 300
+    assert outcome.succeeded == outcome.accepted > 0, outcome
+    assert set(outcome.refused) == {503}, outcome.refused  # every submit answered, refused only as 503
+    assert outcome.slowest_submit_s <= 5.0, outcome.slowest_submit_s
+    reconnected = min(t for t in _connected_at(service.procs.output("worker")) if t > back)
+    assert (reconnected - back).total_seconds() <= 3.0, reconnected - back
 
 
 def _memory_alarm_on() -> bool:
