@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from visionq.cli import bench, detect, keys, models, serve, up
+from visionq.cli import bench, dead, detect, keys, models, serve, up
 
 app = typer.Typer(
     name="visionq",
@@ -22,6 +22,7 @@ app.command("worker")(serve.worker)
 app.command("beat")(serve.beat)
 app.command("flower")(serve.flower)
 app.command("up")(up.up)
+app.command("dead-letters")(dead.dead_letters)
 
 
 def main() -> None:

@@ -16,13 +16,12 @@ from kombu.entity import Queue
 
 from visionq import constants
 from visionq.queue.app import PUBLISH_RETRY_POLICY
+from visionq.queue.dead import REFUSED_HEADER
 
 logger = logging.getLogger(__name__)
 
 # How much of an error's text a log line keeps (a decoder's message can quote the body).
 _REASON_CHARS = 200
-
-REFUSED_HEADER = "x-visionq-refused"
 
 _DLQ = Queue(constants.DEAD_LETTER_QUEUE, durable=True)  # type: ignore[no-untyped-call]
 
