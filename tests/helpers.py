@@ -19,9 +19,11 @@ import pytest
 from PIL import Image
 from sqlalchemy import Engine, event
 
+from visionq import constants
 from visionq.config import Settings
 from visionq.detect.detector import Detector
 from visionq.models.cache import ModelCache
+from visionq.queue import create_celery_app
 from visionq.store import Job, JobStore
 
 T = TypeVar("T")
@@ -78,6 +80,25 @@ def pypi_unreachable(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     monkeypatch.setenv("PIP_FIND_LINKS", str(folder / "nowhere"))
     monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")
+
+
+def publish_raw(settings: Settings, messages: list[tuple[bytes, str, str, dict[str, Any]]]) -> None:
+    """Put (body, content type, encoding, headers) messages on the jobs' queue as they are, bypassing
+    visionq's publisher: what a stray or hostile producer sends."""
+    app = create_celery_app(settings)
+    try:
+        with app.producer_pool.acquire(block=True) as producer:
+            for body, content_type, encoding, headers in messages:
+                producer.publish(
+                    body,
+                    exchange=constants.QUEUE,
+                    routing_key=constants.QUEUE,
+                    content_type=content_type,
+                    content_encoding=encoding,
+                    headers=headers,
+                )
+    finally:
+        app.close()
 
 
 def settings_of(**values: Any) -> Settings:

@@ -14,13 +14,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 
 from tests.e2e.ledger import Ledger, report
 from tests.e2e.stack import Service, running_service
-from tests.helpers import settings_of, slow_png, wait_until
+from tests.helpers import publish_raw, settings_of, slow_png, wait_until
 from visionq import constants
 from visionq.bench.service import Uploads
 from visionq.models.cache import ModelCache
@@ -82,24 +83,11 @@ class Poisoner:
 def _publish_poison(service: Service) -> list[bytes]:
     """A pickle message and one that claims to be JSON, on the jobs' queue: what a stray producer sends."""
     task = {"task": constants.DETECT_TASK, "id": str(uuid.uuid4()), "lang": "py"}
-    bodies = [
-        (pickle.dumps(((str(uuid.uuid4()),), {}, {})), "application/x-python-serialize", "binary"),
-        (b"\x00\x01 not json at all", "application/json", "utf-8"),
+    bodies: list[tuple[bytes, str, str, dict[str, Any]]] = [
+        (pickle.dumps(((str(uuid.uuid4()),), {}, {})), "application/x-python-serialize", "binary", task),
+        (b"\x00\x01 not json at all", "application/json", "utf-8", task),
     ]
-    app = create_celery_app(settings_of(broker_url=service.worker_env["VISIONQ_BROKER_URL"]))
-    try:
-        with app.producer_pool.acquire(block=True) as producer:
-            for body, content_type, encoding in bodies:
-                producer.publish(
-                    body,
-                    exchange=constants.QUEUE,
-                    routing_key=constants.QUEUE,
-                    content_type=content_type,
-                    content_encoding=encoding,
-                    headers=task,
-                )
-    finally:
-        app.close()
+    publish_raw(settings_of(broker_url=service.worker_env["VISIONQ_BROKER_URL"]), bodies)
     return [body for body, *_ in bodies]
 
 

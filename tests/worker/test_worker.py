@@ -18,7 +18,7 @@ from alembic.script import ScriptDirectory
 from kombu.entity import Queue
 from PIL import Image
 
-from tests.helpers import settings_env, wait_for_job, wait_until
+from tests.helpers import publish_raw, settings_env, wait_for_job, wait_until
 from tests.worker.conftest import CELERY, PARAMS, WorkerProcess, image_in, running_worker
 from visionq import constants
 from visionq.config import Settings
@@ -244,17 +244,7 @@ def test_messages_a_worker_cannot_run_are_logged_in_one_line_and_moved_to_the_de
             {**task, "task": "visionq.nope"},
         ),
     ]
-    app = create_celery_app(rabbit_settings)
-    with app.producer_pool.acquire(block=True) as producer:
-        for body, content_type, encoding, headers in bad:
-            producer.publish(
-                body,
-                exchange=constants.QUEUE,
-                routing_key=constants.QUEUE,
-                content_type=content_type,
-                content_encoding=encoding,
-                headers=headers,
-            )
+    publish_raw(rabbit_settings, bad)
     drain(rabbit_store, publisher, samples)  # the worker went on, and took all three before this job
 
     dead = wait_until(lambda: _dead_letters(rabbit_settings) or None, timeout_s=30, what="dead letters")
