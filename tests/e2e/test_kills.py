@@ -25,10 +25,18 @@ from visionq.models.cache import ModelCache
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.rabbitmq, pytest.mark.postgres]
 
 
-@pytest.fixture(params=["rabbitmq-postgres"])
+@pytest.fixture(params=["rabbitmq-postgres", pytest.param("redis-postgres", marks=pytest.mark.redis)])
 def service(request: pytest.FixtureRequest, tmp_path: Path, model_cache: ModelCache) -> Iterator[Service]:
-    with running_service(request, tmp_path, model_cache, concurrency=2) as running:
+    # On Redis a dead worker's unacked messages come back after the visibility timeout (the time limit
+    # + 60 s), or through beat once their claims expired (+ 30 s): a short time limit keeps it quick.
+    on_redis = request.param == "redis-postgres"
+    extra = {"task_time_limit": "15"} if on_redis else {}
+    with running_service(request, tmp_path, model_cache, beat=on_redis, concurrency=2, **extra) as running:
         yield running
+
+
+def _broker(service: Service) -> str:
+    return "Redis" if service.worker_env["VISIONQ_BROKER_URL"].startswith("redis") else "RabbitMQ"
 
 
 def test_pool_children_killed_again_and_again_under_200_jobs_lose_none(
@@ -51,7 +59,7 @@ def test_pool_children_killed_again_and_again_under_200_jobs_lose_none(
 
     outcome = ledger.settle(timeout_s=240, logs=service.procs.logs)
 
-    report(capsys, outcome, f"{kills} pool children SIGKILLed under 200 jobs, 2 children")
+    report(capsys, outcome, f"{_broker(service)}: {kills} pool children SIGKILLed under 200 jobs, 2 children")
     assert kills >= 8
     assert (outcome.lost, outcome.duplicated) == ([], 0), outcome
     assert outcome.accepted == 200 and outcome.succeeded + sum(outcome.failed.values()) == 200
@@ -78,7 +86,7 @@ def test_the_whole_worker_killed_mid_load_then_a_fresh_one_loses_none(
 
     outcome = ledger.settle(timeout_s=180, logs=service.procs.logs)
 
-    report(capsys, outcome, "The whole worker SIGKILLed mid-load, then a fresh one")
+    report(capsys, outcome, f"{_broker(service)}: the whole worker SIGKILLed mid-load, then a fresh one")
     assert (outcome.lost, outcome.duplicated, dict(outcome.failed)) == ([], 0, {}), outcome
     assert outcome.accepted == outcome.succeeded == 60
     assert outcome.redeliveries <= 2  # at most the jobs its 2 children were running
