@@ -124,10 +124,14 @@ class Settings(BaseSettings):
     @classmethod
     def _keys_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
-            keys = [key.strip() for key in value.get_secret_value().split(",") if key.strip()]
-            if any(len(key) < constants.MIN_API_KEY_LENGTH for key in keys):
+            if any(len(key) < constants.MIN_API_KEY_LENGTH for key in _split_keys(value)):
                 raise ValueError(f"every API key needs at least {constants.MIN_API_KEY_LENGTH} characters")
         return value
+
+    @property
+    def plain_api_keys(self) -> list[str]:
+        """The keys of VISIONQ_API_KEYS, one by one (none when unset)."""
+        return _split_keys(self.api_keys) if self.api_keys is not None else []
 
     @property
     def models_dir(self) -> Path:
@@ -152,3 +156,7 @@ class Settings(BaseSettings):
     @property
     def embedded_broker(self) -> bool:
         return self.resolved_broker_url.startswith("filesystem://")
+
+
+def _split_keys(keys: SecretStr) -> list[str]:
+    return [key.strip() for key in keys.get_secret_value().split(",") if key.strip()]

@@ -14,6 +14,7 @@ from tests.worker.conftest import PARAMS, image_in
 from visionq import constants
 from visionq.config import Settings
 from visionq.queue import JobPublisher
+from visionq.queue.app import jobs_queue
 from visionq.store import Job, JobStatus
 from visionq.store.tables import JobRow
 from visionq.worker.app import WorkerApp
@@ -51,7 +52,7 @@ def app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[WorkerApp]:
 def _lose_every_message(app: WorkerApp) -> None:
     """What a Redis restart without persistence does to the queue (and a killed worker, to its share of
     the filesystem broker's): its messages are gone."""
-    queue = next(q for q in app.conf.task_queues if q.name == constants.QUEUE)
+    queue = jobs_queue(app)
     with app.connection_for_write() as conn:
         queue.bind(conn.default_channel).declare()
         queue.bind(conn.default_channel).purge()

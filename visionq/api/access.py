@@ -37,8 +37,9 @@ _BEARER = re.compile(r"^Bearer\s+(\S+)\s*$", re.IGNORECASE)
 KEY_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
-# The paths that need a key; /healthz, /readyz, the docs and the schema stay open.
-PROTECTED_PREFIXES: Final = ("/v1/", "/v1")
+# The paths that need a key (this one and those under it); /healthz, /readyz, the docs and the schema
+# stay open.
+PROTECTED: Final = "/v1"
 _SUBMITS: Final = frozenset({("POST", "/v1/jobs"), ("POST", "/v1/detect")})
 
 
@@ -71,12 +72,7 @@ class ApiKeys:
     @classmethod
     def from_settings(cls, settings: Settings) -> ApiKeys | None:
         """The keys of VISIONQ_API_KEYS and VISIONQ_API_KEYS_FILE together; None when both are unset."""
-        keys: list[ApiKey] = []
-        if settings.api_keys is not None:
-            for key in settings.api_keys.get_secret_value().split(","):
-                if key.strip():
-                    digest = hash_key(key.strip())
-                    keys.append(ApiKey(f"key-{digest[:8]}", bytes.fromhex(digest)))
+        keys = [_plain(key) for key in settings.plain_api_keys]
         if settings.api_keys_file is not None:
             keys += read_key_file(settings.api_keys_file)
         return cls(keys) if keys or settings.api_keys_file is not None else None
@@ -89,6 +85,11 @@ class ApiKeys:
             if hmac.compare_digest(digest, key.digest) and name is None:
                 name = key.name
         return name
+
+
+def _plain(key: str) -> ApiKey:
+    digest = hash_key(key)
+    return ApiKey(f"key-{digest[:8]}", bytes.fromhex(digest))
 
 
 def read_key_file(path: Path) -> list[ApiKey]:
@@ -146,7 +147,8 @@ class AccessGuard:
         self.limits = limits
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(PROTECTED_PREFIXES):
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not (path == PROTECTED or path.startswith(f"{PROTECTED}/")):
             await self.app(scope, receive, send)
             return
         try:

@@ -66,8 +66,9 @@ def create_app(
         max_bytes=settings.max_image_bytes + FORM_OVERHEAD_BYTES,
         detail=f"Images may be at most {settings.max_image_bytes:,} bytes.",
     )
-    # Added last, so it runs first: a request without a key is refused before its body is counted.
-    app.add_middleware(AccessGuard, keys=keys, limits=limits)
+    if keys is not None or limits is not None:
+        # Added last, so it runs first: a request without a key is refused before its body is counted.
+        app.add_middleware(AccessGuard, keys=keys, limits=limits)
     for module in (jobs, detect, models_routes):
         app.include_router(module.router, **documented_access(keys, limits))
     app.include_router(health.router)

@@ -21,6 +21,7 @@ from visionq import constants
 from visionq.config import Settings
 from visionq.models.cache import ModelCache
 from visionq.queue import JobPublisher, create_celery_app, publishing_app
+from visionq.queue.app import jobs_queue
 from visionq.store import ImageIn, JobStore, create_engine_for, migrate
 from visionq.store.tables import ImageRow, JobRow
 from visionq.worker.runtime import Runtime
@@ -94,7 +95,7 @@ def _timed(call: Callable[[], int]) -> tuple[int, float]:
 
 def _purge(publisher: JobPublisher) -> None:
     with publisher.app.connection_for_write() as conn:
-        publisher.app.amqp.queues[constants.QUEUE].bind(conn.default_channel).purge()
+        jobs_queue(publisher.app).bind(conn.default_channel).purge()
 
 
 def summary(result: ReconcileResult) -> list[tuple[str, str]]:

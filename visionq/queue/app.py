@@ -152,6 +152,11 @@ def is_amqp(url: str) -> bool:
     return broker_scheme(url) in _AMQP_SCHEMES
 
 
+def jobs_queue(app: Celery) -> Any:
+    """The jobs' queue (a kombu Queue) as `configure` declared it on `app`; bind it to a channel."""
+    return app.amqp.queues[constants.QUEUE]
+
+
 def queue_arguments(settings: Settings) -> dict[str, Any]:
     """The x-arguments the jobs' queue is declared with: every process declares it alike, and RabbitMQ
     refuses a declaration whose arguments differ from the existing queue's (PRECONDITION_FAILED).
@@ -160,11 +165,8 @@ def queue_arguments(settings: Settings) -> dict[str, Any]:
     all, as visionq always declared it, so an existing deployment's queue stays equivalent. Redis and
     the embedded broker take no arguments.
     """
-    if not is_amqp(settings.resolved_broker_url):
-        return {}
-    if settings.queue_type == "quorum":
-        return {"x-queue-type": "quorum"}
-    return {}
+    quorum = is_amqp(settings.resolved_broker_url) and settings.queue_type == "quorum"
+    return {"x-queue-type": "quorum"} if quorum else {}
 
 
 def _transport_options(settings: Settings) -> dict[str, Any]:

@@ -18,6 +18,9 @@ from visionq import constants
 
 REFUSED_HEADER = "x-visionq-refused"
 
+# Where workers park what they cannot run (worker/consumer.py publishes to it, DeadLetters reads it).
+DEAD_LETTERS = Queue(constants.DEAD_LETTER_QUEUE, durable=True)  # type: ignore[no-untyped-call]
+
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
@@ -57,8 +60,8 @@ class DeadLetters:
 
 
 def _queue(channel: Any) -> Any:
-    queue = Queue(constants.DEAD_LETTER_QUEUE, durable=True, channel=channel)  # type: ignore[no-untyped-call]
-    queue.declare()  # type: ignore[no-untyped-call]  # as the workers declare it
+    queue = DEAD_LETTERS.bind(channel)  # type: ignore[no-untyped-call]
+    queue.declare()  # as the workers declare it
     return queue
 
 

@@ -12,7 +12,7 @@ from kombu.exceptions import KombuError
 
 from visionq import constants
 from visionq.errors import BrokerUnavailable
-from visionq.queue.app import BROKER_CONNECT_TIMEOUT_S, is_amqp
+from visionq.queue.app import BROKER_CONNECT_TIMEOUT_S, is_amqp, jobs_queue
 
 # Seconds a publish may take in all, retries included: a healthy broker confirms in milliseconds, and a
 # submit must answer within 5 s even when the broker does not.
@@ -83,7 +83,7 @@ class JobPublisher:
         Raises BrokerUnavailable when the broker cannot be asked.
         """
         try:
-            queue = next(q for q in self._app.conf.task_queues if q.name == constants.QUEUE)
+            queue = jobs_queue(self._app)
             with self._app.connection_for_write() as conn:
                 conn.ensure_connection(max_retries=1, interval_start=0, timeout=BROKER_CONNECT_TIMEOUT_S)
                 # Declared as the workers declare it (a no-op when it exists): a queue no worker has

@@ -14,7 +14,6 @@ from typing import Any
 
 from celery import Celery, bootsteps, signals
 from celery.concurrency.prefork import TaskPool as PreforkPool
-from celery.worker.consumer import Consumer as CeleryConsumer
 from kombu.exceptions import KombuError
 
 from visionq import constants
@@ -22,9 +21,8 @@ from visionq.config import Settings
 from visionq.errors import DatabaseUnavailable, VisionqError
 from visionq.models.cache import ModelCache
 from visionq.queue import embedded
-from visionq.queue.app import BROKER_CONNECT_TIMEOUT_S, configure, is_amqp
+from visionq.queue.app import BROKER_CONNECT_TIMEOUT_S, configure, is_amqp, jobs_queue
 from visionq.store import migrate_database
-from visionq.worker.consumer import Consumer
 from visionq.worker.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -84,9 +82,8 @@ class WorkerApp(Celery):  # type: ignore[misc]  # Celery ships no type informati
             # itself, every 5 s while it runs: unwatched, the events cost 1.3 ms of CPU per job
             # (worker and RabbitMQ, README Performance) for nobody.
             worker_send_task_events=False,
-            # Messages it cannot run go to the dead-letter queue, logged in one line (consumer.py); the
-            # subclass here leaves out a step of Celery's that visionq cannot use (_Consumer).
-            worker_consumer=f"{__name__}:_Consumer",
+            # Messages it cannot run go to the dead-letter queue, logged in one line (consumer.py).
+            worker_consumer="visionq.worker.consumer:Consumer",
         )
         self.settings = settings
         self._runtime: Runtime | None = None
@@ -133,7 +130,7 @@ class WorkerApp(Celery):  # type: ignore[misc]  # Celery ships no type informati
         """Declare the jobs' queue once, before the pool starts: a queue that exists with another type
         (VISIONQ_QUEUE_TYPE changed; RabbitMQ never changes a queue's type) stops the worker with one
         line that says what to do, not a traceback and exit status 0 from Celery's consumer."""
-        queue = next(q for q in self.conf.task_queues if q.name == constants.QUEUE)
+        queue = jobs_queue(self)
         with self.connection_for_write() as conn:
             unreachable = (OSError, KombuError, *conn.connection_errors)
             try:
@@ -160,24 +157,6 @@ class WorkerApp(Celery):  # type: ignore[misc]  # Celery ships no type informati
     def _warm_up(self, **_: Any) -> None:
         """In each prefork child (and a solo worker) before it takes jobs: load the default model."""
         self.runtime.warm_up()
-
-
-class _Consumer(Consumer):
-    """visionq's consumer without Celery's native delayed delivery step.
-
-    With a quorum queue, that step declares 28 quorum queues and exchanges (celery_delayed_0..27) on
-    every connect, to each broker URL in turn, and retries one that is down for 9 s: a worker whose
-    cluster node stopped took no job for 16 s after it had reconnected to another (1 s without it).
-    It can only route retries bound for topic or fanout exchanges, and visionq's is direct (Celery says
-    so at start): a task's retry waits in the worker until its countdown is over, on either queue type.
-    """
-
-    class Blueprint(CeleryConsumer.Blueprint):  # type: ignore[misc]  # Celery ships no type information
-        default_steps = [
-            step
-            for step in CeleryConsumer.Blueprint.default_steps
-            if step != "celery.worker.consumer.delayed_delivery:DelayedDelivery"
-        ]
 
 
 class _QuietGossipRestart(logging.Filter):

@@ -12,22 +12,36 @@ import logging
 from typing import Any
 
 from celery.worker.consumer import Consumer as CeleryConsumer
-from kombu.entity import Queue
 
-from visionq import constants
 from visionq.queue.app import PUBLISH_RETRY_POLICY
-from visionq.queue.dead import REFUSED_HEADER
+from visionq.queue.dead import DEAD_LETTERS, REFUSED_HEADER
 
 logger = logging.getLogger(__name__)
 
 # How much of an error's text a log line keeps (a decoder's message can quote the body).
 _REASON_CHARS = 200
 
-_DLQ = Queue(constants.DEAD_LETTER_QUEUE, durable=True)  # type: ignore[no-untyped-call]
-
 
 class Consumer(CeleryConsumer):  # type: ignore[misc]  # Celery ships no type information
-    """Celery's consumer, dead-lettering the messages it cannot decode or run."""
+    """Celery's consumer, dead-lettering the messages it cannot decode or run, and without Celery's
+    native delayed delivery step (`Blueprint`)."""
+
+    class Blueprint(CeleryConsumer.Blueprint):  # type: ignore[misc]
+        """Celery's consumer steps but native delayed delivery.
+
+        With a quorum queue, that step declares 28 quorum queues and exchanges (celery_delayed_0..27) on
+        every connect, to each broker URL in turn, and retries one that is down for 9 s: a worker whose
+        cluster node stopped took no job for 16 s after it had reconnected to another (1 s without it).
+        It can only route retries bound for topic or fanout exchanges, and visionq's is direct (Celery
+        says so at start): a task's retry waits in the worker until its countdown is over, on either
+        queue type.
+        """
+
+        default_steps = [
+            step
+            for step in CeleryConsumer.Blueprint.default_steps
+            if step != "celery.worker.consumer.delayed_delivery:DelayedDelivery"
+        ]
 
     def on_decode_error(self, message: Any, exc: BaseException) -> None:
         self._dead_letter(message, "cannot be decoded", exc)
@@ -48,7 +62,9 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]  # Celery ships no type in
         try:
             self._publish_dead(message, body, reason)
         except Exception as error:  # the broker failing too: put it back, lose nothing
-            logger.error("a message that %s could not be moved to %s (%s): requeued", what, _DLQ.name, error)
+            logger.error(
+                "a message that %s could not be moved to %s (%s): requeued", what, DEAD_LETTERS.name, error
+            )
             message.reject_log_error(logger, self.connection_errors, requeue=True)
             return
         logger.error(
@@ -56,7 +72,7 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]  # Celery ships no type in
             reason,
             len(body),
             message.content_type,
-            _DLQ.name,
+            DEAD_LETTERS.name,
         )
         message.ack()
 
@@ -67,8 +83,8 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]  # Celery ships no type in
             producer.publish(
                 body,
                 exchange="",
-                routing_key=_DLQ.name,
-                declare=[_DLQ],
+                routing_key=DEAD_LETTERS.name,
+                declare=[DEAD_LETTERS],
                 headers=headers,
                 content_type=message.content_type or "application/octet-stream",
                 content_encoding=message.content_encoding or "binary",
