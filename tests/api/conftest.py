@@ -23,7 +23,7 @@ from visionq.store import Job, JobStatus, JobStore, create_engine_for, migrate
 from visionq.store.tables import ImageRow, JobRow
 from visionq.system import available_cores
 from visionq.worker.runtime import Runtime
-from visionq.worker.tasks import run_job
+from visionq.worker.tasks import announce_status, run_job
 
 # Port 1 on the loopback: nothing listens there, so connecting fails at once (a real outage, no fake).
 DEAD_BROKER_URL = "amqp://guest:guest@127.0.0.1:1//"
@@ -156,8 +156,14 @@ def assert_error(response: Response, status: int, code: str) -> dict[str, str]:
 
 
 def complete(stack: Stack, job_id: str) -> Job:
-    """Run a queued job to success in-process with the worker's own `run_job`, as a worker would."""
-    run_job(stack.runtime, job_id, worker="api-tests")
+    """Run a queued job to success in-process with the worker's own `run_job`, announcing its claim and
+    its outcome as the worker's task does (the push on a database that cannot push itself)."""
+
+    def claimed(job: Job) -> None:
+        announce_status(stack.celery, stack.runtime, job.id, JobStatus.RUNNING)
+
+    status = run_job(stack.runtime, job_id, worker="api-tests", on_claimed=claimed)
+    announce_status(stack.celery, stack.runtime, job_id, status)
     job = stack.store.get(job_id)
     assert job is not None and job.status is JobStatus.SUCCEEDED, job
     return job

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from tests.api.conftest import Stack, complete, upload
 from visionq.api.deps import Services
 from visionq.store import JobStatus
-from visionq.worker.tasks import announce_outcome
+from visionq.worker.tasks import announce_status
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def worker(stack: Stack) -> Iterator[list[BaseException]]:
                     time.sleep(0.2)
                     complete(stack, jobs[0].id)
                     # As the worker's task does: on SQLite the broker carries the news, PostgreSQL itself.
-                    announce_outcome(stack.celery, stack.runtime, jobs[0].id, JobStatus.SUCCEEDED)
+                    announce_status(stack.celery, stack.runtime, jobs[0].id, JobStatus.SUCCEEDED)
                     return
                 time.sleep(0.01)
             raise AssertionError("no job was queued within 10 s")

@@ -14,6 +14,7 @@ from visionq.api.errors import install_error_handlers
 from visionq.api.limits import FORM_OVERHEAD_BYTES, BodyLimit
 from visionq.api.quotas import QueueBounds
 from visionq.api.routes import detect, health, jobs
+from visionq.api.routes import events as events_routes
 from visionq.api.routes import models as models_routes
 from visionq.api.waiters import JobEvents, JobWaiters
 from visionq.config import Settings
@@ -69,7 +70,7 @@ def create_app(
     if keys is not None or limits is not None:
         # Added last, so it runs first: a request without a key is refused before its body is counted.
         app.add_middleware(AccessGuard, keys=keys, limits=limits)
-    for module in (jobs, detect, models_routes):
+    for module in (jobs, events_routes, detect, models_routes):
         app.include_router(module.router, **documented_access(keys, limits))
     app.include_router(health.router)
     return app

@@ -15,12 +15,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 from starlette.concurrency import run_in_threadpool
 
-from visionq.errors import NotFound
+from visionq.errors import NotFound, ServiceUnavailable
 from visionq.store import Job, JobStore
 
 
@@ -89,6 +89,31 @@ class JobWaiters:
                 raise NotFound(f"job {job.id} was deleted while waiting for it")
             job = latest
         return job
+
+    async def follow(self, waiter: Waiter, store: JobStore, job: Job, recheck: float) -> AsyncIterator[Job]:
+        """The job each time its status changes, until it is finished (the last one yielded).
+
+        `job` was read after `waiter` was registered, so no change after it goes unheard; it is not
+        yielded again. Between changes nothing runs but the event's wait: no thread, no connection. The
+        job is read again every `recheck` seconds all the same, so a lost wake-up costs at most that.
+        """
+        while not job.status.terminal:
+            try:
+                await asyncio.wait_for(waiter.event.wait(), recheck)
+            except TimeoutError:
+                pass
+            waiter.event.clear()
+            try:
+                latest = await run_in_threadpool(store.get, job.id)
+            except ServiceUnavailable:
+                # The database is away: keep following. Its events source wakes every waiter once it
+                # has reconnected (`gap`), and the recheck reads again meanwhile.
+                continue
+            if latest is None:
+                raise NotFound(f"job {job.id} was deleted")
+            if (latest.status, latest.attempts) != (job.status, job.attempts):
+                yield latest
+            job = latest
 
     def changed(self, job_id: str, _status: str = "") -> None:
         """The source's callback: job `job_id` changed (its waiters read it; the row is the truth)."""

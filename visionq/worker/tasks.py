@@ -122,12 +122,14 @@ def detect(self: JobTask, job_id: str) -> None:
         running_since_before=None
         if retry or redelivered
         else datetime.now(UTC) - claim_lease(runtime.settings),
+        on_claimed=lambda job: announce_status(self.app, runtime, job.id, JobStatus.RUNNING),
     )
-    announce_outcome(self.app, runtime, job_id, status)
+    announce_status(self.app, runtime, job_id, status)
 
 
-def announce_outcome(app: Celery, runtime: Runtime, job_id: str, status: JobStatus | None) -> None:
-    """Wake the requests waiting for the job, when `run_job` wrote its outcome (`status`).
+def announce_status(app: Celery, runtime: Runtime, job_id: str, status: JobStatus | None) -> None:
+    """Wake the requests waiting for the job (and its event streams) when `run_job` claimed it or wrote
+    its outcome (`status`; None: it wrote nothing).
 
     PostgreSQL announces every change itself as it commits (a trigger); elsewhere the broker does.
     """
@@ -206,9 +208,10 @@ def run_job(
     worker: str,
     delivery: bool = True,
     running_since_before: datetime | None = None,
+    on_claimed: Callable[[Job], None] | None = None,
 ) -> JobStatus | None:
     """Claim the job, detect, record the outcome; a job already finished or cancelled, or held by a live
-    claim (see JobStore.claim), is left alone.
+    claim (see JobStore.claim), is left alone. `on_claimed` is called with the job once it is claimed.
 
     Returns the status this call wrote (succeeded or failed), None when it wrote no outcome.
     """
@@ -220,6 +223,8 @@ def run_job(
         logger.info("job %s is finished, cancelled, unknown or running elsewhere: nothing to do", job_id)
         return None
     job, data = claimed
+    if on_claimed is not None:
+        on_claimed(job)
     if job.attempts > constants.MAX_DELIVERIES:
         message = f"the job was delivered {job.attempts} times without finishing (its worker died each time)"
         return _fail(runtime, job, ErrorCode.TOO_MANY_ATTEMPTS, message)

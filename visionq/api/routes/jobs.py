@@ -78,6 +78,22 @@ def get_job(job_id: str, store: StoreDep) -> Response:
 
 
 @router.get(
+    "/{job_id}/image",
+    response_class=Response,
+    responses={200: {"content": {"image/*": {}}}, **error_responses(404, 503)},
+)
+def get_image(job_id: str, store: StoreDep) -> Response:
+    """The image the job was submitted with, as uploaded."""
+    job = _job(store, job_id)
+    data = store.image_data(job.image_sha256)
+    if data is None:
+        raise NotFound(f"the image of job {job.id} is gone")
+    # Content-addressed: the bytes under a job never change, so a browser may keep them.
+    headers = {"Cache-Control": "private, max-age=86400, immutable"}
+    return Response(data, media_type=job.image_content_type, headers=headers)
+
+
+@router.get(
     "/{job_id}/annotated",
     response_class=Response,
     responses={200: {"content": {"image/jpeg": {}}}, **error_responses(404, 409, 503)},
