@@ -96,6 +96,17 @@ def test_a_completed_job_shows_its_detections_and_timings(stack: Stack, samples:
     assert job["finished_at"] is not None
 
 
+def test_the_uploaded_image_comes_back_byte_for_byte_with_its_content_type(
+    stack: Stack, samples: dict[str, bytes]
+) -> None:
+    job_id = upload(stack.client, samples["bus.jpg"], filename="bus.png").json()["id"]
+    response = stack.client.get(f"/v1/jobs/{job_id}/image")
+    assert response.status_code == 200
+    assert response.content == samples["bus.jpg"]
+    assert response.headers["content-type"] == "image/jpeg"  # found in the bytes, not the file name
+    assert_error(stack.client.get("/v1/jobs/00000000-0000-4000-8000-000000000000/image"), 404, "not_found")
+
+
 def test_the_annotated_image_is_a_full_resolution_jpeg_once_the_job_succeeded(
     stack: Stack, samples: dict[str, bytes]
 ) -> None:
