@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from visionq.cli import bench, dead, detect, keys, models, serve, up
+from visionq.cli import bench, dead, detect, keys, models, serve, submit, up
 
 app = typer.Typer(
     name="visionq",
@@ -23,6 +23,7 @@ app.command("beat")(serve.beat)
 app.command("flower")(serve.flower)
 app.command("up")(up.up)
 app.command("dead-letters")(dead.dead_letters)
+app.command("submit")(submit.submit)
 
 
 def main() -> None:
