@@ -95,12 +95,50 @@ class Settings(BaseSettings):
         ge=1,
         description="Queued jobs one API key may have; a submit beyond it gets 429 `too_many_queued`.",
     )
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1,::1",
+        description="The proxies whose X-Forwarded-For and X-Forwarded-Proto `visionq api` believes "
+        "(comma-separated addresses or networks, * for any): behind a reverse proxy on another host, its "
+        "address, or every client shares the proxy's address (and its rate limit).",
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Signs every webhook (HMAC-SHA256 of `timestamp.body`); unset: submits with a "
+        "callback_url are refused. The API and the workers need the same one.",
+    )
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Let callback URLs reach loopback, private, link-local and other non-public "
+        "addresses (off: nobody can aim visionq at the network it runs in).",
+    )
+    webhook_max_attempts: int = Field(
+        default=constants.WEBHOOK_MAX_ATTEMPTS,
+        ge=1,
+        le=50,
+        description="Tries of a webhook before it is failed.",
+    )
+    webhook_retry_s: float = Field(
+        default=constants.WEBHOOK_RETRY_S,
+        gt=0,
+        le=constants.WEBHOOK_RETRY_MAX_S,
+        description="Seconds before the first retry of a failed webhook; doubled after each, up to "
+        f"{constants.WEBHOOK_RETRY_MAX_S} s.",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="Log lines as text, or one JSON object a line (ts, level, message, job_id).",
+    )
+    metrics_public: bool = Field(
+        default=False,
+        description="Serve the API's /metrics without a key when API keys are on (it shows queue depths).",
+    )
 
     @field_validator(
         "broker_url",
         "database_url",
         "api_keys",
         "api_keys_file",
+        "webhook_secret",
         "rate_limit",
         "submit_rate_limit",
         "max_queued_jobs",

@@ -59,6 +59,10 @@ QUEUE: Final = "visionq"
 # request), with why in a header: kept for a look, never lost, never run.
 DEAD_LETTER_QUEUE: Final = "visionq.dead"
 DETECT_TASK: Final = "visionq.detect"
+# Webhooks travel on a queue of their own, so a backlog of detections never delays a finished job's
+# callback; workers consume both.
+WEBHOOK_QUEUE: Final = "visionq.webhooks"
+WEBHOOK_TASK: Final = "visionq.webhook"
 PURGE_TASK: Final = "visionq.purge"
 RECOVER_TASK: Final = "visionq.recover"
 
@@ -91,3 +95,20 @@ RECONCILE_BUDGET_S: Final = 20
 # pixel limit holds up to 4 bytes x 40 MP = 160 MB; four at a time bound that memory to about 640 MB
 # however many requests arrive, while a 2-core API cannot decode faster than that anyway.
 API_DECODE_SLOTS: Final = 4
+
+# A webhook receiver answers in well under a second; 10 s covers a slow one without letting a dead one
+# hold a worker child long (connect, read and write each).
+WEBHOOK_TIMEOUT_S: Final = 10.0
+# Tries of one webhook: with the first retry after 10 s, doubling up to 10 min, 8 tries span ~21 min,
+# through a receiver's deploy or restart. The delay stays well below RabbitMQ's consumer_timeout
+# (30 min): a retry waits in its worker as an unacked message with an ETA.
+WEBHOOK_MAX_ATTEMPTS: Final = 8
+WEBHOOK_RETRY_S: Final = 10.0
+WEBHOOK_RETRY_MAX_S: Final = 600.0
+# A pending webhook whose next try is this late has lost its message (a worker killed on a broker that
+# drops its messages, or the publish after the outcome never happened): the reconciler sends it again.
+WEBHOOK_LOST_AFTER_S: Final = 120
+# Receivers should refuse a signature older than this: a replayed request is refused after it.
+WEBHOOK_TOLERANCE_S: Final = 300
+# A callback URL longer than this is no callback URL.
+MAX_CALLBACK_URL_LENGTH: Final = 2048

@@ -28,6 +28,7 @@ class ErrorCode(StrEnum):
     METHOD_NOT_ALLOWED = "method_not_allowed"
     CONFLICT = "conflict"
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    INVALID_CALLBACK_URL = "invalid_callback_url"
     # Who may ask, and how much.
     UNAUTHORIZED = "unauthorized"
     RATE_LIMITED = "rate_limited"

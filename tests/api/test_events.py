@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -18,6 +18,7 @@ from tests.api.conftest import Stack, complete, upload
 from tests.e2e.stack import free_port
 from tests.helpers import wait_until
 from visionq.api.deps import Services
+from visionq.client import sse
 from visionq.store import JobStatus
 
 TERMINAL = {s.value for s in JobStatus if s.terminal}
@@ -47,24 +48,8 @@ def services_of(stack: Stack) -> Services:
 
 
 def parse(lines: list[str]) -> list[tuple[str, Any]]:
-    """(event, data as JSON) of each event in an SSE stream's lines; comments (keep-alives) dropped."""
-    events: list[tuple[str, Any]] = []
-    name, data = "message", list[str]()
-    for line in lines:
-        if line == "":
-            if data:
-                events.append((name, json.loads("\n".join(data))))
-            name, data = "message", []
-        elif line.startswith(":"):
-            continue
-        else:
-            field, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if field == "event":
-                name = value
-            elif field == "data":
-                data.append(value)
-    return events
+    """(event, data as JSON) of each event in an SSE stream's lines; keep-alives dropped."""
+    return [(e.event, json.loads(e.data)) for e in sse.parse(lines) if e is not None]
 
 
 async def follow(client: httpx.AsyncClient, job_id: str, first: asyncio.Event | None = None) -> list[str]:
@@ -86,6 +71,23 @@ async def follow(client: httpx.AsyncClient, job_id: str, first: asyncio.Event | 
     return statuses
 
 
+def follow_while(
+    stack: Stack, job_id: str, meanwhile: Callable[[httpx.AsyncClient], Awaitable[None]]
+) -> list[str]:
+    """The statuses one client's stream of the job sent, `meanwhile` run once its first event came."""
+
+    async def scenario(base: str) -> list[str]:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            first = asyncio.Event()
+            task = asyncio.create_task(follow(client, job_id, first))
+            await asyncio.wait_for(first.wait(), 10)
+            await meanwhile(client)
+            return await asyncio.wait_for(task, 30)
+
+    with serving(stack.client.app) as base:  # type: ignore[arg-type]
+        return asyncio.run(scenario(base))
+
+
 def queued_job(stack: Stack, data: bytes) -> str:
     response = upload(stack.client, data)
     assert response.status_code == 202, response.text
@@ -98,16 +100,10 @@ def test_a_stream_starts_with_the_current_state_and_ends_after_the_job_finishes(
 ) -> None:
     job_id = queued_job(stack, samples["bus.jpg"])
 
-    async def scenario(base: str) -> list[str]:
-        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-            first = asyncio.Event()
-            task = asyncio.create_task(follow(client, job_id, first))
-            await asyncio.wait_for(first.wait(), 10)
-            await asyncio.to_thread(complete, stack, job_id)
-            return await asyncio.wait_for(task, 30)
+    async def finish(_client: httpx.AsyncClient) -> None:
+        await asyncio.to_thread(complete, stack, job_id)
 
-    with serving(stack.client.app) as base:  # type: ignore[arg-type]
-        statuses = asyncio.run(scenario(base))
+    statuses = follow_while(stack, job_id, finish)
     assert statuses[0] == "queued"
     assert statuses[-1] == "succeeded"
     # Changes pushed one by one; two close together may be read as one (the row is the truth).
@@ -143,17 +139,10 @@ def test_a_job_cancelled_while_followed_ends_its_stream_with_its_cancelled_state
 ) -> None:
     job_id = queued_job(stack, samples["bus.jpg"])
 
-    async def scenario(base: str) -> list[str]:
-        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-            first = asyncio.Event()
-            task = asyncio.create_task(follow(client, job_id, first))
-            await asyncio.wait_for(first.wait(), 10)
-            cancelled = await client.delete(f"/v1/jobs/{job_id}")
-            assert cancelled.status_code == 200
-            return await asyncio.wait_for(task, 30)
+    async def cancel(client: httpx.AsyncClient) -> None:
+        assert (await client.delete(f"/v1/jobs/{job_id}")).status_code == 200
 
-    with serving(stack.client.app) as base:  # type: ignore[arg-type]
-        assert asyncio.run(scenario(base)) == ["queued", "cancelled"]
+    assert follow_while(stack, job_id, cancel) == ["queued", "cancelled"]
 
 
 def test_clients_that_go_away_leave_no_waiter_behind(stack: Stack, samples: dict[str, bytes]) -> None:

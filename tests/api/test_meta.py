@@ -46,6 +46,8 @@ def test_the_openapi_docs_describe_every_route(client: TestClient) -> None:
         "/v1/jobs",
         "/v1/jobs/{job_id}",
         "/v1/jobs/{job_id}/annotated",
+        "/v1/jobs/{job_id}/image",
+        "/v1/jobs/{job_id}/events",
         "/v1/detect",
         "/v1/models",
         "/healthz",
@@ -53,6 +55,8 @@ def test_the_openapi_docs_describe_every_route(client: TestClient) -> None:
     }
     upload_form = schema["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]
     assert "multipart/form-data" in upload_form
+    events = schema["paths"]["/v1/jobs/{job_id}/events"]["get"]["responses"]["200"]["content"]
+    assert set(events) == {"text/event-stream"}
 
 
 def test_the_default_app_builds_everything_from_the_environment(

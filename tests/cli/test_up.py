@@ -3,6 +3,8 @@ no process behind."""
 
 from __future__ import annotations
 
+import json
+import logging
 import signal
 import subprocess
 import time
@@ -13,7 +15,8 @@ import httpx
 import pytest
 
 from tests.e2e.stack import VISIONQ, free_port, processes, processes_with_data_dir, wait_ready
-from tests.helpers import visionq_env, wait_until
+from tests.helpers import settings_of, visionq_env, wait_until
+from visionq.cli.up import _reporters
 
 pytestmark = pytest.mark.slow
 
@@ -107,3 +110,26 @@ def test_up_refuses_a_bad_configuration_with_a_clear_message(tmp_path: Path) -> 
     assert result.returncode == 2
     assert "invalid configuration" in result.stderr
     assert "max_image_bytes" in result.stderr
+
+
+def test_up_itself_reports_in_json_lines_with_visionq_log_format_json(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        say, complain = _reporters(settings_of(log_format="json"))
+        say("visionq is up: API http://127.0.0.1:8000 (docs at /docs)")
+        complain("api exited unexpectedly; stopped the others")
+    finally:
+        logging.captureWarnings(False)
+        root.handlers, root.level = handlers, level
+
+    captured = capsys.readouterr()
+    entries = [json.loads(line) for line in captured.err.splitlines()]
+    assert [(e["level"], e["logger"]) for e in entries] == [
+        ("INFO", "visionq.cli.up"),
+        ("ERROR", "visionq.cli.up"),
+    ]
+    assert entries[1]["message"] == "api exited unexpectedly; stopped the others"
+    assert captured.out == ""

@@ -60,10 +60,16 @@ class Processes:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
-        """SIGTERM every group, give them 20 s, then SIGKILL every group, even if waiting failed."""
+        """SIGTERM every main process, give them 20 s, then SIGKILL every group, even if waiting failed.
+
+        SIGTERM to the main process only, as systemd and compose stop them: a worker drains and stops
+        its own children. SIGTERM to a worker's whole group killed a pool child, which the main process
+        replaced, and that new child held the main process until the SIGKILL, 20 s later.
+        """
         try:
             for _, proc in self.started:
-                _killpg(proc.pid, signal.SIGTERM)
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + 20
             for _, proc in self.started:
                 try:
@@ -174,12 +180,13 @@ def running_service(
     *,
     beat: bool = False,
     concurrency: int = 1,
+    worker_args: Sequence[str] = (),
     **settings: str,
 ) -> Iterator[Service]:
-    """api + one worker of `concurrency` children, and `visionq beat` if asked. On RabbitMQ (or Redis)
-    + PostgreSQL the worker plays "another machine": its own empty data dir, sharing only the broker
-    and the database with the API. `settings` (VISIONQ_ settings by name) go to every process; a
-    `broker_url` among them replaces the broker the param names."""
+    """api + one worker of `concurrency` children (and `worker_args`), and `visionq beat` if asked. On
+    RabbitMQ (or Redis) + PostgreSQL the worker plays "another machine": its own empty data dir, sharing
+    only the broker and the database with the API. `settings` (VISIONQ_ settings by name) go to every
+    process; a `broker_url` among them replaces the broker the param names."""
     api_dir = tmp_path / "api"
     _seed_models(model_cache, api_dir)
     if request.param in ("rabbitmq-postgres", "redis-postgres"):
@@ -200,7 +207,7 @@ def running_service(
     port = free_port()
     with processes(tmp_path / "logs") as procs:
         procs.start("api", [*VISIONQ, "api", "--port", str(port)], visionq_env(api_dir, **shared))
-        worker = [*VISIONQ, "worker", "--concurrency", str(concurrency)]
+        worker = [*VISIONQ, "worker", "--concurrency", str(concurrency), *worker_args]
         worker_env = visionq_env(worker_dir, **shared)
         procs.start("worker", worker, worker_env)
         if beat:

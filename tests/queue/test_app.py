@@ -26,14 +26,15 @@ def test_jobs_travel_as_json_on_a_durable_queue_of_persistent_messages_with_no_r
 ) -> None:
     conf = create_celery_app(Settings(data_dir=tmp_path, broker_url=RABBITMQ)).conf
 
-    (queue,) = conf.task_queues
-    assert (queue.name, queue.routing_key, queue.durable) == (constants.QUEUE, constants.QUEUE, True)
-    assert (queue.exchange.name, queue.exchange.type, queue.exchange.durable) == (
-        constants.QUEUE,
-        "direct",
-        True,
-    )
-    assert queue.exchange.delivery_mode == 2
+    jobs, webhooks = conf.task_queues
+    for queue, name in ((jobs, constants.QUEUE), (webhooks, constants.WEBHOOK_QUEUE)):
+        assert (queue.name, queue.routing_key, queue.durable) == (name, name, True)
+        assert (queue.exchange.name, queue.exchange.type, queue.exchange.durable) == (
+            constants.QUEUE,
+            "direct",
+            True,
+        )
+        assert queue.exchange.delivery_mode == 2
     assert conf.task_default_delivery_mode == "persistent"
     assert (conf.task_serializer, conf.result_serializer, conf.accept_content) == ("json", "json", ["json"])
     assert conf.result_backend is None and conf.task_ignore_result
@@ -42,13 +43,15 @@ def test_jobs_travel_as_json_on_a_durable_queue_of_persistent_messages_with_no_r
     assert not conf.task_send_sent_event  # queued jobs are the job table's to show, not Flower's
 
 
-def test_every_task_is_routed_to_the_one_queue_by_name(tmp_path: Path) -> None:
+def test_every_task_is_routed_to_the_jobs_queue_by_name_and_webhooks_to_their_own(tmp_path: Path) -> None:
     # The API sends tasks by name: it loads none of the worker's code (tests/test_imports.py).
     routes = create_celery_app(Settings(data_dir=tmp_path, broker_url=RABBITMQ)).conf.task_routes
 
     assert routes == {
-        name: {"queue": constants.QUEUE}
-        for name in (constants.DETECT_TASK, constants.PURGE_TASK, constants.RECOVER_TASK)
+        constants.DETECT_TASK: {"queue": constants.QUEUE},
+        constants.PURGE_TASK: {"queue": constants.QUEUE},
+        constants.RECOVER_TASK: {"queue": constants.QUEUE},
+        constants.WEBHOOK_TASK: {"queue": constants.WEBHOOK_QUEUE},
     }
 
 
@@ -101,8 +104,9 @@ def test_rabbitmq_gets_a_quorum_queue_when_asked_and_other_brokers_get_no_queue_
 ) -> None:
     def arguments(broker_url: str | None, queue_type: Literal["classic", "quorum"]) -> object:
         settings = Settings(data_dir=tmp_path, broker_url=broker_url, queue_type=queue_type)
-        (queue,) = create_celery_app(settings).conf.task_queues
-        return queue.queue_arguments
+        jobs, webhooks = create_celery_app(settings).conf.task_queues
+        assert webhooks.queue_arguments == jobs.queue_arguments  # both of the one type
+        return jobs.queue_arguments
 
     assert arguments(RABBITMQ, "quorum") == {"x-queue-type": "quorum"}
     failover = f"{RABBITMQ};amqp://guest:guest@127.0.0.1:5673//"  # a cluster's nodes in turn

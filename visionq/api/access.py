@@ -38,8 +38,9 @@ KEY_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 # The paths that need a key (this one and those under it); /healthz, /readyz, the docs and the schema
-# stay open.
+# stay open. /metrics too needs one, unless VISIONQ_METRICS_PUBLIC: it shows the queue's depth.
 PROTECTED: Final = "/v1"
+METRICS: Final = "/metrics"
 _SUBMITS: Final = frozenset({("POST", "/v1/jobs"), ("POST", "/v1/detect")})
 
 
@@ -141,14 +142,22 @@ class RequestLimits:
 class AccessGuard:
     """ASGI middleware: the key check and the rate limits of every /v1 request."""
 
-    def __init__(self, app: ASGIApp, *, keys: ApiKeys | None, limits: RequestLimits | None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        keys: ApiKeys | None,
+        limits: RequestLimits | None,
+        metrics_public: bool = False,
+    ) -> None:
         self.app = app
         self.keys = keys
         self.limits = limits
+        self.guarded = (PROTECTED,) if metrics_public else (PROTECTED, METRICS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or not (path == PROTECTED or path.startswith(f"{PROTECTED}/")):
+        if scope["type"] != "http" or not any(path == p or path.startswith(f"{p}/") for p in self.guarded):
             await self.app(scope, receive, send)
             return
         try:

@@ -15,6 +15,7 @@ from visionq.api.limits import FORM_OVERHEAD_BYTES, BodyLimit
 from visionq.api.quotas import QueueBounds
 from visionq.api.routes import detect, health, jobs
 from visionq.api.routes import events as events_routes
+from visionq.api.routes import metrics as metrics_routes
 from visionq.api.routes import models as models_routes
 from visionq.api.waiters import JobEvents, JobWaiters
 from visionq.config import Settings
@@ -61,6 +62,7 @@ def create_app(
     app.state.services = Services(
         settings=settings, store=store, publisher=publisher, models=models, waiters=waiters, bounds=bounds
     )
+    app.state.services.metrics.count_jobs(store.count_unfinished)  # the queue depths, at each scrape
     install_error_handlers(app)
     app.add_middleware(
         BodyLimit,
@@ -69,10 +71,11 @@ def create_app(
     )
     if keys is not None or limits is not None:
         # Added last, so it runs first: a request without a key is refused before its body is counted.
-        app.add_middleware(AccessGuard, keys=keys, limits=limits)
+        app.add_middleware(AccessGuard, keys=keys, limits=limits, metrics_public=settings.metrics_public)
     for module in (jobs, events_routes, detect, models_routes):
         app.include_router(module.router, **documented_access(keys, limits))
     app.include_router(health.router)
+    app.include_router(metrics_routes.router)
     return app
 
 

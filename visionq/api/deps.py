@@ -14,6 +14,7 @@ from visionq.api.waiters import JobWaiters
 from visionq.config import Settings
 from visionq.errors import ErrorCode, InvalidRequest
 from visionq.models.cache import ModelCache
+from visionq.observe.metrics import ApiMetrics
 from visionq.queue import JobPublisher
 from visionq.store import JobStore
 
@@ -32,6 +33,7 @@ class Services:
     decode_slots: threading.BoundedSemaphore = field(
         default_factory=lambda: threading.BoundedSemaphore(constants.API_DECODE_SLOTS)
     )
+    metrics: ApiMetrics = field(default_factory=ApiMetrics)
 
 
 # More boxes than this in one answer is a threshold mistake, not a scene; it also bounds a job row.
@@ -50,6 +52,7 @@ class Submission:
     max_det: int
     idempotency_key: str | None = None
     client: str | None = None  # the API key's name (access.AccessGuard), None without API keys
+    callback_url: str | None = None
 
 
 async def require_multipart(request: Request) -> None:
@@ -77,6 +80,14 @@ async def submission_form(
     max_det: Annotated[
         int, Form(ge=1, le=MAX_DETECTIONS_LIMIT, description="Most detections kept.")
     ] = constants.DEFAULT_MAX_DETECTIONS,
+    callback_url: Annotated[
+        str | None,
+        Form(
+            max_length=constants.MAX_CALLBACK_URL_LENGTH,
+            description="An http(s) URL the finished job is POSTed to, signed (README, Webhooks). It "
+            "must resolve to public addresses unless the server allows private ones.",
+        ),
+    ] = None,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -99,6 +110,7 @@ async def submission_form(
         max_det=max_det,
         idempotency_key=idempotency_key,
         client=get_client(request),
+        callback_url=callback_url.strip() or None if callback_url is not None else None,
     )
 
 

@@ -20,8 +20,8 @@ from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from visionq.api.schemas import ErrorBody, ErrorOut
 from visionq.errors import ErrorCode, Throttled, Unauthorized, VisionqError
+from visionq.views import ErrorBody, ErrorOut
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ STATUS: Final[Mapping[ErrorCode, int]] = MappingProxyType(
         ErrorCode.CORRUPT: 422,
         ErrorCode.INVALID_REQUEST: 422,
         ErrorCode.UNKNOWN_CLASS: 422,
+        ErrorCode.INVALID_CALLBACK_URL: 422,
         ErrorCode.UNKNOWN_MODEL: 422,
         ErrorCode.MODEL_NOT_FOUND: 422,
         ErrorCode.INTERNAL_ERROR: 500,

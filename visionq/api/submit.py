@@ -19,11 +19,13 @@ from typing import Any
 from fastapi import UploadFile
 
 from visionq.api.deps import Services, Submission
+from visionq.config import Settings
 from visionq.detect.image import probe_image
 from visionq.detect.manifest import Manifest
 from visionq.errors import ErrorCode, InvalidImage, InvalidRequest, ModelNotFound
 from visionq.models.cache import ModelCache
 from visionq.store import ImageIn, Job, JobStore
+from visionq.webhooks import check_callback_url
 
 logger = logging.getLogger(__name__)
 
@@ -53,25 +55,29 @@ def create_job(
     info = probe_image(data, max_pixels=settings.max_image_pixels)
     image = ImageIn.of(data, content_type=info.content_type, width=info.width, height=info.height)
     params = {"conf": form.conf, "iou": form.iou, "classes": classes, "max_det": form.max_det}
+    callback_url = _callback_url(form.callback_url, settings)
     # Before the job is made: a retry of an accepted request meeting a full queue is told to come back,
     # and then finds its job.
     services.bounds.admit(form.client)
     if form.idempotency_key is None:
-        job = store.create(image=image, model=name, params=params, client=form.client)
+        job = store.create(
+            image=image, model=name, params=params, client=form.client, callback_url=callback_url
+        )
     else:
         job, made = store.create_once(
             key=form.idempotency_key,
-            fingerprint=_fingerprint(image.sha256, name, params),
+            fingerprint=_fingerprint(image.sha256, name, params, callback_url),
             image=image,
             model=name,
             params=params,
             client=form.client,
+            callback_url=callback_url,
         )
         if not made:
             if on_created is not None:
                 on_created(job.id)
                 job = store.get(job.id) or job  # read after the waiter is there: no end goes unseen
-            logger.info("job %s returned again for its Idempotency-Key", job.id)
+            logger.info("job %s returned again for its Idempotency-Key", job.id, extra={"job_id": job.id})
             return Submitted(job, replayed=True)
     try:
         if on_created is not None:
@@ -82,6 +88,7 @@ def create_job(
         _discard(store, job.id)
         raise
     services.bounds.queued(form.client)
+    services.metrics.submitted(name)
     logger.info(
         "job %s queued: %s, %s %dx%d, %d bytes",
         job.id,
@@ -90,14 +97,31 @@ def create_job(
         info.width,
         info.height,
         len(data),
+        extra={"job_id": job.id},
     )
     return Submitted(job)
 
 
-def _fingerprint(image_sha256: str, model: str, params: dict[str, Any]) -> str:
-    """What a request asks, as a sha256: its image, model and parameters (in a canonical JSON)."""
-    asked = json.dumps({"image": image_sha256, "model": model, "params": params}, sort_keys=True)
-    return hashlib.sha256(asked.encode()).hexdigest()
+def _fingerprint(image_sha256: str, model: str, params: dict[str, Any], callback_url: str | None) -> str:
+    """What a request asks, as a sha256: its image, model, parameters and callback (a canonical JSON)."""
+    asked: dict[str, Any] = {"image": image_sha256, "model": model, "params": params}
+    if callback_url is not None:  # left out without one: the fingerprints of earlier jobs stay valid
+        asked["callback_url"] = callback_url
+    return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
+
+
+def _callback_url(url: str | None, settings: Settings) -> str | None:
+    """The callback URL when it may be called back (visionq.webhooks.address); refused with 422
+    `invalid_callback_url` otherwise, and when the server has no secret to sign webhooks with."""
+    if url is None:
+        return None
+    if settings.webhook_secret is None:
+        raise InvalidRequest(
+            "callback_url refused: this server sends no webhooks (VISIONQ_WEBHOOK_SECRET is not set)",
+            code=ErrorCode.INVALID_CALLBACK_URL,
+        )
+    check_callback_url(url, allow_private=settings.webhook_allow_private)
+    return url
 
 
 def _manifest(models: ModelCache, name: str) -> Manifest:
@@ -133,4 +157,6 @@ def _discard(store: JobStore, job_id: str) -> None:
     try:
         store.discard(job_id)
     except Exception:
-        logger.exception("could not discard job %s after its message was refused", job_id)
+        logger.exception(
+            "could not discard job %s after its message was refused", job_id, extra={"job_id": job_id}
+        )

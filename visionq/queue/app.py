@@ -69,12 +69,15 @@ def configure(app: Celery, settings: Settings) -> Celery:
     exchange = Exchange(  # type: ignore[no-untyped-call]
         constants.QUEUE, type="direct", durable=True, delivery_mode="persistent"
     )
-    queue = Queue(  # type: ignore[no-untyped-call]
-        constants.QUEUE,
-        exchange,
-        routing_key=constants.QUEUE,
-        durable=True,
-        queue_arguments=queue_arguments(settings) or None,
+    queue, webhooks = (
+        Queue(  # type: ignore[no-untyped-call]
+            name,
+            exchange,
+            routing_key=name,
+            durable=True,
+            queue_arguments=queue_arguments(settings) or None,
+        )
+        for name in (constants.QUEUE, constants.WEBHOOK_QUEUE)
     )
     app.conf.update(
         broker_url=_broker_url(settings),
@@ -87,7 +90,7 @@ def configure(app: Celery, settings: Settings) -> Celery:
         # The job table is the single source of truth: no result backend, nothing stored by Celery.
         result_backend=None,
         task_ignore_result=True,
-        task_queues=(queue,),
+        task_queues=(queue, webhooks),
         task_default_queue=constants.QUEUE,
         task_default_exchange=constants.QUEUE,
         task_default_exchange_type="direct",
@@ -96,7 +99,8 @@ def configure(app: Celery, settings: Settings) -> Celery:
         task_routes={
             name: {"queue": constants.QUEUE}
             for name in (constants.DETECT_TASK, constants.PURGE_TASK, constants.RECOVER_TASK)
-        },
+        }
+        | {constants.WEBHOOK_TASK: {"queue": constants.WEBHOOK_QUEUE}},
         task_publish_retry=True,
         task_publish_retry_policy=PUBLISH_RETRY_POLICY,
         broker_connection_timeout=BROKER_CONNECT_TIMEOUT_S,

@@ -93,12 +93,12 @@ class Transport(filesystem.Transport):
 
 def prune_stale_messages(broker_dir: Path, *, older_than_s: float = STALE_MESSAGE_AGE_S) -> int:
     """Delete event and control messages older than `older_than_s`, and messages a writer that died
-    left half-written; job messages are never touched. Returns how many files were deleted.
+    left half-written; job and webhook messages are never touched. Returns how many files were deleted.
     """
     folder = messages_folder(broker_dir)
     if not folder.is_dir():
         return 0
-    jobs = f"{constants.QUEUE}.msg"
+    kept = {f"{constants.QUEUE}.msg", f"{constants.WEBHOOK_QUEUE}.msg"}  # jobs and webhooks
     cutoff = time.time() - older_than_s
     removed = 0
     with os.scandir(folder) as entries:
@@ -106,7 +106,7 @@ def prune_stale_messages(broker_dir: Path, *, older_than_s: float = STALE_MESSAG
             # A half-written message was never published: its publisher got an error (and the API
             # discarded its job); it is never renamed into place.
             half_written = entry.name.endswith(_STAGING_SUFFIX)
-            if not half_written and (not entry.name.endswith(".msg") or entry.name.partition(".")[2] == jobs):
+            if not half_written and (not entry.name.endswith(".msg") or entry.name.partition(".")[2] in kept):
                 continue
             try:
                 if entry.stat().st_mtime < cutoff:

@@ -53,7 +53,15 @@ class JobPublisher:
         still in flight then may yet reach the broker: a message for a job the caller discards, which
         a worker leaves alone (the claim finds no job).
         """
-        sending = self._sender.submit(self._send, job_id)
+        self._publish(constants.DETECT_TASK, constants.QUEUE, job_id)
+
+    def publish_webhook(self, job_id: str) -> None:
+        """Send the webhook of finished job `job_id` to the workers (its own queue); raises as `publish`.
+        A second message for one webhook sends nothing twice: a delivered webhook is not pending."""
+        self._publish(constants.WEBHOOK_TASK, constants.WEBHOOK_QUEUE, job_id)
+
+    def _publish(self, task: str, queue: str, job_id: str) -> None:
+        sending = self._sender.submit(self._send, task, queue, job_id)
         try:
             sending.result(timeout=self._timeout_s)
         except FutureTimeout:
@@ -64,14 +72,14 @@ class JobPublisher:
         except self._errors as exc:
             raise BrokerUnavailable(f"cannot publish job {job_id} to the broker: {_describe(exc)}") from exc
 
-    def _send(self, job_id: str) -> None:
+    def _send(self, task: str, queue: str, job_id: str) -> None:
         with self._app.producer_pool.acquire(block=True, timeout=self._timeout_s) as producer:
             self._app.send_task(
-                constants.DETECT_TASK,
+                task,
                 args=[job_id],
-                # The job id as the task id: Flower and `celery inspect` show the job's own id.
-                task_id=job_id,
-                queue=constants.QUEUE,
+                # The job id as a detection's task id: Flower and `celery inspect` show the job's own id.
+                task_id=job_id if task == constants.DETECT_TASK else None,
+                queue=queue,
                 producer=producer,
                 timeout=self._timeout_s,
                 confirm_timeout=self._timeout_s,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from visionq.store.db import create_engine_for, migrate, migrate_database
 from visionq.store.jobs import JobStore
-from visionq.store.status import TERMINAL_STATUSES, JobStatus
+from visionq.store.status import TERMINAL_STATUSES, JobStatus, WebhookStatus
 from visionq.store.types import ImageIn, Job
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "Job",
     "JobStatus",
     "JobStore",
+    "WebhookStatus",
     "create_engine_for",
     "migrate",
     "migrate_database",

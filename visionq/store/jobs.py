@@ -30,7 +30,7 @@ from visionq.errors import Conflict, ErrorCode, InvalidRequest
 from visionq.store import images
 from visionq.store.cursor import decode_cursor, encode_cursor
 from visionq.store.db import BINARY_RESULTS, SQLITE_BEGIN, translate_errors
-from visionq.store.status import TERMINAL_STATUSES, JobStatus
+from visionq.store.status import TERMINAL_STATUSES, JobStatus, WebhookStatus
 from visionq.store.tables import ImageRow, JobRow, UTCDateTime
 from visionq.store.types import ImageIn, Job, canonical_job_id
 
@@ -72,6 +72,11 @@ _JOB_COLUMNS = (
     JobRow.created_at,
     JobRow.started_at,
     JobRow.finished_at,
+    JobRow.callback_url,
+    JobRow.webhook_status,
+    JobRow.webhook_attempts,
+    JobRow.webhook_error,
+    JobRow.webhook_at,
 )
 
 
@@ -117,12 +122,21 @@ class JobStore:
         with translate_errors(), self._reader.begin() as conn:
             yield conn
 
-    def create(self, *, image: ImageIn, model: str, params: dict[str, Any], client: str | None = None) -> Job:
+    def create(
+        self,
+        *,
+        image: ImageIn,
+        model: str,
+        params: dict[str, Any],
+        client: str | None = None,
+        callback_url: str | None = None,
+    ) -> Job:
         """A new queued job on the image; the image is stored unless an upload already stored it.
 
-        `client` names who submitted it (an API key's name), for the per-key bound on queued jobs.
+        `client` names who submitted it (an API key's name), for the per-key bound on queued jobs;
+        `callback_url` where the finished job is POSTed (its webhook is pending from now on).
         """
-        return self._create(image, model, params, client, None)
+        return self._create(image, model, params, client, None, callback_url)
 
     def create_once(
         self,
@@ -133,6 +147,7 @@ class JobStore:
         model: str,
         params: dict[str, Any],
         client: str | None = None,
+        callback_url: str | None = None,
     ) -> tuple[Job, bool]:
         """The job submitted with Idempotency-Key `key`: made now (True), or the one made before (False).
 
@@ -146,7 +161,7 @@ class JobStore:
         if found is not None:
             return found, False
         try:
-            return self._create(image, model, params, client, (stored, fingerprint)), True
+            return self._create(image, model, params, client, (stored, fingerprint), callback_url), True
         except _KeyTaken:
             found = self._by_key(stored, fingerprint, shown=key)
             if found is None:  # made and deleted again in between: only a client deleting it can
@@ -177,8 +192,10 @@ class JobStore:
         params: dict[str, Any],
         client: str | None,
         idempotency: tuple[str, str] | None,
+        callback_url: str | None,
     ) -> Job:
         key, fingerprint = idempotency or (None, None)
+        webhook = None if callback_url is None else WebhookStatus.PENDING
         for attempt in range(1, _CREATE_ATTEMPTS + 1):
             try:
                 with self._write() as conn:
@@ -204,6 +221,8 @@ class JobStore:
                         created_at=now.astimezone(UTC),  # as it reads back
                         started_at=None,
                         finished_at=None,
+                        callback_url=callback_url,
+                        webhook_status=webhook,
                     )
                     conn.execute(
                         _INSERT_JOB,
@@ -218,6 +237,8 @@ class JobStore:
                             "idempotency_key": key,
                             "request_fingerprint": fingerprint,
                             "client": client,
+                            "callback_url": callback_url,
+                            "webhook_status": webhook,
                         },
                     )
                     return job
@@ -385,6 +406,13 @@ class JobStore:
         with self._read() as conn:
             return {client: int(n) for client, n in conn.execute(_QUEUED_BY_CLIENT)}
 
+    def count_unfinished(self) -> dict[str, int]:
+        """Jobs queued and running, by status ("queued", "running"): one grouped count on the status index."""
+        counts = dict.fromkeys((JobStatus.QUEUED.value, JobStatus.RUNNING.value), 0)
+        with self._read() as conn:
+            counts.update({str(status): int(n) for status, n in conn.execute(_COUNT_UNFINISHED)})
+        return counts
+
     def requeue_lost(
         self,
         *,
@@ -511,6 +539,11 @@ _COUNT_QUEUED = select(func.count()).select_from(JobRow).where(JobRow.status == 
 _QUEUED_BY_CLIENT = (
     select(JobRow.client, func.count()).where(JobRow.status == JobStatus.QUEUED.value).group_by(JobRow.client)
 )
+_COUNT_UNFINISHED = (
+    select(JobRow.status, func.count())
+    .where(JobRow.status.in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
+    .group_by(JobRow.status)
+)
 _GET_JOB = _select_jobs().where(JobRow.id == bindparam("job_id"))
 # Image bytes come back in PostgreSQL's binary format (visionq.store.db.BINARY_RESULTS).
 _BINARY = {BINARY_RESULTS: True}
@@ -567,6 +600,8 @@ def _to_job(row: Row[Any]) -> Job:
 
 def _job_of(values: dict[str, Any]) -> Job:
     values["status"] = JobStatus(values["status"])
+    if values["webhook_status"] is not None:
+        values["webhook_status"] = WebhookStatus(values["webhook_status"])
     return Job(**values)
 
 

@@ -21,3 +21,11 @@ class JobStatus(StrEnum):
 
 
 TERMINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+class WebhookStatus(StrEnum):
+    """A job's webhook: pending until the receiver took it (delivered) or the last try failed (failed)."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"

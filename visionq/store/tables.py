@@ -91,6 +91,8 @@ class JobRow(Base):
         Index("ix_jobs_image_sha256", "image_sha256"),
         # A submit's Idempotency-Key names one job at most (migration 0004).
         Index("uq_jobs_idempotency_key", "idempotency_key", unique=True),
+        # The reconciler looks for pending webhooks whose next try is long overdue (migration 0006).
+        Index("ix_jobs_webhook_next_at", "webhook_next_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -112,3 +114,12 @@ class JobRow(Base):
     request_fingerprint: Mapped[str | None] = mapped_column(String(64))
     # The API key's name that submitted the job (migration 0005); null without API keys.
     client: Mapped[str | None] = mapped_column(String(64))
+    # Where the finished job is POSTed (migration 0006), and how that went: `webhook_status` is pending
+    # until a 2xx answer (delivered) or the last try (failed); null without a callback_url.
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    webhook_status: Mapped[str | None] = mapped_column(String(16))
+    webhook_attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    webhook_error: Mapped[str | None] = mapped_column(Text)
+    webhook_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # When the next try is due while pending: the reconciler sends one found long overdue again.
+    webhook_next_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

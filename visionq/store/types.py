@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from visionq.store.status import JobStatus
+from visionq.store.status import JobStatus, WebhookStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +49,12 @@ class Job:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    # The webhook (migration 0006): where the finished job goes, and how that went (none: no callback).
+    callback_url: str | None = None
+    webhook_status: WebhookStatus | None = None
+    webhook_attempts: int = 0
+    webhook_error: str | None = None
+    webhook_at: datetime | None = None
 
 
 def canonical_job_id(job_id: str) -> str | None:

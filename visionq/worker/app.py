@@ -20,6 +20,8 @@ from visionq import constants
 from visionq.config import Settings
 from visionq.errors import DatabaseUnavailable, VisionqError
 from visionq.models.cache import ModelCache
+from visionq.observe.logs import use_json_in_celery
+from visionq.observe.metrics import WorkerMetrics
 from visionq.queue import embedded
 from visionq.queue.app import BROKER_CONNECT_TIMEOUT_S, configure, is_amqp, jobs_queue
 from visionq.store import migrate_database
@@ -86,6 +88,7 @@ class WorkerApp(Celery):  # type: ignore[misc]  # Celery ships no type informati
             worker_consumer="visionq.worker.consumer:Consumer",
         )
         self.settings = settings
+        self.metrics = WorkerMetrics()  # made before the fork; each child counts into files of its own pid
         self._runtime: Runtime | None = None
         self._runtime_pid = 0
         self._runtime_lock = threading.Lock()  # the threads pool's tasks share one Runtime
@@ -95,13 +98,18 @@ class WorkerApp(Celery):  # type: ignore[misc]  # Celery ships no type informati
         signals.worker_process_init.connect(self._warm_up)
         signals.worker_process_init.connect(_DrainOnGroupTerm.install)
         signals.worker_shutting_down.connect(_DrainOnGroupTerm.draining)
+        signals.worker_process_shutdown.connect(self._child_exits)
+        if settings.log_format == "json":
+            use_json_in_celery()
 
     @property
     def runtime(self) -> Runtime:
         """This process's Runtime: its job store and loaded models, built once per process."""
         with self._runtime_lock:
             if self._runtime is None or self._runtime_pid != os.getpid():
-                self._runtime = Runtime.create(self.settings, inference_processes=self._inference_processes)
+                self._runtime = Runtime.create(
+                    self.settings, inference_processes=self._inference_processes, metrics=self.metrics
+                )
                 self._runtime_pid = os.getpid()
             return self._runtime
 
@@ -111,6 +119,7 @@ class WorkerApp(Celery):  # type: ignore[misc]  # Celery ships no type informati
         `inference_processes` run detections on this machine at once and split its cores between them.
         """
         self._inference_processes = inference_processes
+        self.metrics.concurrency.set(inference_processes)
         try:
             migrate_database(self.settings.resolved_database_url)
         except DatabaseUnavailable as exc:
@@ -157,6 +166,11 @@ class WorkerApp(Celery):  # type: ignore[misc]  # Celery ships no type informati
     def _warm_up(self, **_: Any) -> None:
         """In each prefork child (and a solo worker) before it takes jobs: load the default model."""
         self.runtime.warm_up()
+        self.metrics.child_started()
+
+    def _child_exits(self, **_: Any) -> None:
+        """In a prefork child about to exit (Celery's worker_process_shutdown)."""
+        self.metrics.child_stopping()
 
 
 class _QuietGossipRestart(logging.Filter):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from sqlalchemy import Engine
 
@@ -11,6 +12,7 @@ from visionq.config import Settings
 from visionq.detect.detector import Detector
 from visionq.errors import VisionqError
 from visionq.models.cache import ModelCache
+from visionq.observe.metrics import WorkerMetrics
 from visionq.store import JobStore, create_engine_for
 from visionq.system import available_cores
 
@@ -28,9 +30,12 @@ class Runtime:
         models: ModelCache,
         threads: int,
         engine: Engine | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
-        """`engine`, when given, is the store's engine, owned by the runtime and disposed by `close`."""
+        """`engine`, when given, is the store's engine, owned by the runtime and disposed by `close`;
+        `metrics` what the jobs are counted in (by default a registry of the runtime's own)."""
         self.settings = settings
+        self.metrics = WorkerMetrics() if metrics is None else metrics
         self.store = store
         self.models = models
         self.threads = threads
@@ -39,7 +44,9 @@ class Runtime:
         self._lock = threading.Lock()  # the threads pool shares one Runtime
 
     @classmethod
-    def create(cls, settings: Settings, *, inference_processes: int = 1) -> Runtime:
+    def create(
+        cls, settings: Settings, *, inference_processes: int = 1, metrics: WorkerMetrics | None = None
+    ) -> Runtime:
         """A Runtime over `settings`' database and model cache, whose detectors use this process's share
         of the cores (`VISIONQ_THREADS`, or the cores split between `inference_processes`)."""
         threads = settings.threads or max(1, available_cores() // max(1, inference_processes))
@@ -50,6 +57,7 @@ class Runtime:
             models=ModelCache(settings.models_dir),
             threads=threads,
             engine=engine,
+            metrics=metrics,
         )
 
     def detector(self, name: str) -> Detector:
@@ -58,6 +66,7 @@ class Runtime:
             detector = self._detectors.get(name)
             if detector is None:
                 manifest, path = self.models.ensure(name)
+                loading = time.perf_counter()
                 detector = Detector(
                     path,
                     manifest,
@@ -67,6 +76,7 @@ class Runtime:
                     max_pixels=self.settings.max_image_pixels,
                 )
                 self._detectors[name] = detector
+                self.metrics.model_loaded(name, time.perf_counter() - loading)
                 logger.info(
                     "loaded model %r on %s, %d inference thread(s)", name, detector.runtime, self.threads
                 )

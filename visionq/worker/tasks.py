@@ -19,9 +19,11 @@ from celery.utils.log import get_task_logger
 from visionq import constants
 from visionq.config import Settings
 from visionq.errors import ErrorCode, ServiceUnavailable, VisionqError
+from visionq.observe.metrics import WorkerMetrics
 from visionq.queue import JobPublisher, embedded, events
 from visionq.store import Job, JobStatus, JobStore, create_engine_for
 from visionq.worker.app import WorkerApp
+from visionq.worker.callbacks import resend_overdue, try_webhook
 from visionq.worker.runtime import Runtime
 
 logger = get_task_logger(__name__)
@@ -69,10 +71,10 @@ class JobTask(Task):  # type: ignore[misc]  # Celery ships no type information
         died each time", holding a child for 4 time limits.
         """
         if isinstance(exc, TimeLimitExceeded) and self.name == constants.DETECT_TASK and args:
-            fail_hung_job(self._worker_app().settings, str(args[0]))
+            fail_hung_job(self._worker_app().settings, str(args[0]), metrics=self._worker_app().metrics)
 
 
-def fail_hung_job(settings: Settings, job_id: str) -> None:
+def fail_hung_job(settings: Settings, job_id: str, *, metrics: WorkerMetrics | None = None) -> None:
     """Record that job `job_id` hung past the hard time limit, over a connection of its own (this runs in
     the worker's main process, whose children must not inherit a pool); a database outage is logged."""
     limit = settings.task_time_limit
@@ -81,11 +83,17 @@ def fail_hung_job(settings: Settings, job_id: str) -> None:
         "process was killed"
     )
     engine = create_engine_for(settings.resolved_database_url)
+    about = {"job_id": job_id}
     try:
-        if JobStore(engine).fail(job_id, code=ErrorCode.TIMEOUT, message=message):
-            logger.error("job %s hung past the time limit (%d s): failed as timeout", job_id, limit)
+        store = JobStore(engine)
+        if store.fail(job_id, code=ErrorCode.TIMEOUT, message=message):
+            logger.error(
+                "job %s hung past the time limit (%d s): failed as timeout", job_id, limit, extra=about
+            )
+            if metrics is not None and (job := store.get(job_id)) is not None:
+                metrics.job_failed(job.model, ErrorCode.TIMEOUT, latency_s=_age_s(job))
     except VisionqError as exc:
-        logger.error("job %s hung past the time limit, and could not be failed: %s", job_id, exc)
+        logger.error("job %s hung past the time limit, and could not be failed: %s", job_id, exc, extra=about)
     finally:
         engine.dispose()
 
@@ -96,15 +104,18 @@ def _task(**options: Any) -> Callable[[Callable[..., Any]], JobTask]:
     return decorator
 
 
-@_task(
-    bind=True,
-    name=constants.DETECT_TASK,
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=True,
-    retry_backoff_max=60,
-    retry_jitter=True,
-    max_retries=None,
-)
+# A job's tasks meeting a transient error: published again for as long as the outage lasts (above).
+_UNTIL_BACK: dict[str, Any] = {
+    "bind": True,
+    "autoretry_for": TRANSIENT_ERRORS,
+    "retry_backoff": True,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": None,
+}
+
+
+@_task(name=constants.DETECT_TASK, **_UNTIL_BACK)
 def detect(self: JobTask, job_id: str) -> None:
     """Run detection job `job_id` and store its result (or its permanent failure) in the job row."""
     # A retry (after a database blip) continues the same delivery; a message the broker handed out
@@ -114,6 +125,12 @@ def detect(self: JobTask, job_id: str) -> None:
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
     retry = bool(self.request.retries)
     runtime = self.runtime
+    callback: list[bool] = []
+
+    def claimed(job: Job) -> None:
+        callback.append(job.callback_url is not None)
+        announce_status(self.app, runtime, job.id, JobStatus.RUNNING)
+
     status = run_job(
         runtime,
         job_id,
@@ -122,9 +139,33 @@ def detect(self: JobTask, job_id: str) -> None:
         running_since_before=None
         if retry or redelivered
         else datetime.now(UTC) - claim_lease(runtime.settings),
-        on_claimed=lambda job: announce_status(self.app, runtime, job.id, JobStatus.RUNNING),
+        on_claimed=claimed,
     )
     announce_status(self.app, runtime, job_id, status)
+    if status is not None and any(callback):
+        queue_webhook(self.app, job_id)
+
+
+@_task(name=constants.WEBHOOK_TASK, **_UNTIL_BACK)
+def webhook(self: JobTask, job_id: str) -> None:
+    """POST finished job `job_id` to its callback URL; a failed try is published again with its delay
+    (callbacks.retry_after) until the tries are spent. The database away: retried like a detection."""
+    delay = try_webhook(self.runtime, job_id)
+    if delay is not None:
+        # A message with a countdown, not a sleep: the child is free meanwhile, and the try survives
+        # a restart (RabbitMQ redelivers it, the reconciler finds it overdue elsewhere).
+        raise self.retry(countdown=delay, max_retries=None)
+
+
+def queue_webhook(app: Celery, job_id: str) -> None:
+    """Publish the webhook of a job whose outcome was just stored; a broker error is logged only (the
+    reconciler sends the webhook once it is overdue: callbacks.resend_overdue)."""
+    try:
+        app.send_task(constants.WEBHOOK_TASK, args=[job_id], queue=constants.WEBHOOK_QUEUE)
+    except Exception as exc:  # noqa: BLE001 - whatever the transport raises, the outcome is stored
+        logger.warning(
+            "job %s: webhook not published (%s); the reconciler will", job_id, exc, extra={"job_id": job_id}
+        )
 
 
 def announce_status(app: Celery, runtime: Runtime, job_id: str, status: JobStatus | None) -> None:
@@ -154,7 +195,10 @@ def purge(self: JobTask) -> int:
 def recover(self: JobTask) -> int:
     """Publish again the jobs whose message was lost; how many (see `reconcile`)."""
     runtime = self.runtime
-    return reconcile(runtime, JobPublisher(self.app))
+    publisher = JobPublisher(self.app)
+    recovered = reconcile(runtime, publisher)
+    resend_overdue(runtime, publisher.publish_webhook)
+    return recovered
 
 
 def reconcile(runtime: Runtime, publisher: JobPublisher) -> int:
@@ -188,7 +232,9 @@ def reconcile(runtime: Runtime, publisher: JobPublisher) -> int:
         for job_id in job_ids:
             # A broker error stops here; the jobs not yet published are picked up again next period.
             publisher.publish(job_id)
-            logger.warning("job %s had no message left on the broker: published again", job_id)
+            logger.warning(
+                "job %s had no message left on the broker: published again", job_id, extra={"job_id": job_id}
+            )
         published += len(job_ids)
         short = max(0, short - len(job_ids))
         if len(job_ids) < constants.RECONCILE_BATCH or time.monotonic() >= deadline:
@@ -220,7 +266,10 @@ def run_job(
         job_id, worker=worker, delivery=delivery, running_since_before=running_since_before
     )
     if claimed is None:
-        logger.info("job %s is finished, cancelled, unknown or running elsewhere: nothing to do", job_id)
+        about = {"job_id": job_id}
+        logger.info(
+            "job %s is finished, cancelled, unknown or running elsewhere: nothing to do", job_id, extra=about
+        )
         return None
     job, data = claimed
     if on_claimed is not None:
@@ -244,7 +293,7 @@ def run_job(
     except Exception as exc:
         # A bug or an ONNX Runtime error: retrying would fail the same way, and a job left running
         # would never get its one result.
-        logger.exception("job %s: unexpected error", job.id)
+        logger.exception("job %s: unexpected error", job.id, extra={"job_id": job.id})
         return _fail(runtime, job, ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
 
 
@@ -254,15 +303,20 @@ def _detect_and_record(runtime: Runtime, job: Job, data: bytes, started: float) 
     stages["queue_wait"] = queue_wait
     stages["total"] = round(queue_wait + (time.perf_counter() - started) * 1000, 3)
     if not runtime.store.succeed(job.id, detections=detections, timings_ms=stages, attempt=job.attempts):
-        logger.info("job %s finished elsewhere meanwhile; result dropped", job.id)
+        logger.info("job %s finished elsewhere meanwhile; result dropped", job.id, extra={"job_id": job.id})
         return None
-    logger.info("job %s succeeded: %d detection(s) in %.1f ms", job.id, len(detections), stages["total"])
+    runtime.metrics.job_succeeded(job.model, stages)
+    about = {"job_id": job.id}
+    logger.info(
+        "job %s succeeded: %d detection(s) in %.1f ms", job.id, len(detections), stages["total"], extra=about
+    )
     return JobStatus.SUCCEEDED
 
 
 def _detect(runtime: Runtime, job: Job, data: bytes) -> tuple[list[dict[str, Any]], dict[str, float]]:
     detector = runtime.detector(job.model)
-    logger.info("job %s: detecting with %s (delivery %d)", job.id, detector.name, job.attempts)
+    about = {"job_id": job.id}
+    logger.info("job %s: detecting with %s (delivery %d)", job.id, detector.name, job.attempts, extra=about)
     params = job.params
     result = detector.detect(
         data,
@@ -288,6 +342,13 @@ def _queue_wait_ms(job: Job) -> float:
 
 
 def _fail(runtime: Runtime, job: Job, code: ErrorCode, message: str) -> JobStatus | None:
-    logger.warning("job %s failed (%s): %s", job.id, code, message)
+    logger.warning("job %s failed (%s): %s", job.id, code, message, extra={"job_id": job.id})
     failed = runtime.store.fail(job.id, code=code, message=message, attempt=job.attempts)
+    if failed:
+        runtime.metrics.job_failed(job.model, code, latency_s=_age_s(job))
     return JobStatus.FAILED if failed else None
+
+
+def _age_s(job: Job) -> float:
+    """Seconds since the job was created: its end-to-end latency, as it ends now."""
+    return (datetime.now(UTC) - job.created_at).total_seconds()

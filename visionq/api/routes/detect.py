@@ -15,8 +15,8 @@ from starlette.concurrency import run_in_threadpool
 from visionq.api.deps import ServicesDep, SubmissionDep
 from visionq.api.errors import error_responses
 from visionq.api.routes.jobs import json_response, submit_headers
-from visionq.api.schemas import JobOut
 from visionq.api.submit import create_job
+from visionq.views import JobOut
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 

@@ -20,10 +20,10 @@ from starlette.concurrency import run_in_threadpool
 
 from visionq.api.deps import ServicesDep
 from visionq.api.errors import error_responses
-from visionq.api.schemas import ErrorBody, ErrorOut, JobOut
 from visionq.api.waiters import Waiter
 from visionq.errors import ErrorCode, NotFound
 from visionq.store import Job
+from visionq.views import ErrorBody, ErrorOut, JobOut
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 

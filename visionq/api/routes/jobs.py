@@ -6,20 +6,25 @@ decoding never block the event loop.
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel
 
-from visionq.api.deps import DecodeSlotsDep, ServicesDep, SettingsDep, StoreDep, SubmissionDep
+from visionq.api.deps import DecodeSlotsDep, PublisherDep, ServicesDep, SettingsDep, StoreDep, SubmissionDep
 from visionq.api.errors import error_responses
-from visionq.api.schemas import JobList, JobOut
+from visionq.api.schemas import JobList
 from visionq.api.submit import Submitted, create_job
 from visionq.detect.annotate import annotate
 from visionq.detect.image import decode_image
 from visionq.detect.types import Detection
-from visionq.errors import Conflict, NotFound
+from visionq.errors import BrokerUnavailable, Conflict, NotFound
+from visionq.queue import JobPublisher
 from visionq.store import Job, JobStatus, JobStore
+from visionq.views import JobOut
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -126,10 +131,12 @@ def get_annotated(
         **error_responses(404, 409, 503),
     },
 )
-def delete_job(job_id: str, store: StoreDep) -> Response:
+def delete_job(job_id: str, store: StoreDep, publisher: PublisherDep) -> Response:
     """Cancel a queued job (200), or delete a finished one (204); a running job cannot be touched (409)."""
     cancelled = store.cancel(job_id)
     if cancelled is not None:
+        if cancelled.callback_url is not None:
+            _queue_webhook(publisher, cancelled.id)
         return json_response(JobOut.of(cancelled))
     if store.delete(job_id):
         return Response(status_code=204)
@@ -138,6 +145,14 @@ def delete_job(job_id: str, store: StoreDep) -> Response:
     if job.status.terminal and store.delete(job_id):
         return Response(status_code=204)
     raise Conflict(f"job {job.id} is {job.status.value}; wait until it has finished to delete it")
+
+
+def _queue_webhook(publisher: JobPublisher, job_id: str) -> None:
+    """Send a cancelled job's webhook; the broker away, the reconciler sends it once it is overdue."""
+    try:
+        publisher.publish_webhook(job_id)
+    except BrokerUnavailable as exc:
+        logger.warning("job %s: webhook not published (%s); the reconciler will", job_id, exc)
 
 
 def _job(store: JobStore, job_id: str) -> Job:

@@ -1,0 +1,1 @@
+"""What visionq's processes tell operators: Prometheus metrics (`metrics`) and log lines (`logs`)."""
