@@ -13,7 +13,7 @@ from visionq.api.deps import Services
 from visionq.api.errors import install_error_handlers
 from visionq.api.limits import FORM_OVERHEAD_BYTES, BodyLimit
 from visionq.api.quotas import QueueBounds
-from visionq.api.routes import detect, health, jobs
+from visionq.api.routes import detect, health, jobs, page
 from visionq.api.routes import events as events_routes
 from visionq.api.routes import metrics as metrics_routes
 from visionq.api.routes import models as models_routes
@@ -76,6 +76,7 @@ def create_app(
         app.include_router(module.router, **documented_access(keys, limits))
     app.include_router(health.router)
     app.include_router(metrics_routes.router)
+    app.include_router(page.router)
     return app
 
 
