@@ -4,6 +4,7 @@ asserted: speed targets live in the benchmark's output, never in tests)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -127,3 +128,18 @@ def test_bench_reconcile_times_a_backlog_then_its_loss_and_leaves_nothing_behind
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(JobRow)).scalar_one() == 0
     engine.dispose()
+
+
+def test_bench_streams_reads_the_waiting_api_and_times_every_streams_end(cli_data_dir: Path) -> None:
+    run = CliRunner().invoke(app, ["bench", "streams", "-n", "30", "--jobs", "3", "--idle", "1"])
+
+    assert run.exit_code == 0, run.output
+    assert "30 streams over 3 jobs, on a new stack: api + worker on embedded and sqlite" in run.stdout
+    rows = dict(re.findall(r"│ (.+?)\s+│ (.+?)\s+│", run.stdout))
+    assert rows["streams that saw the end"] == "30 of 30"
+    p50, p95, worst = (
+        float(v) for v in re.findall(r"[0-9.]+", rows["job finished → client read it, p50 · p95 · max"])
+    )
+    assert 0 < p50 <= p95 <= worst
+    assert re.fullmatch(r"-?[0-9.]+ KiB", rows["memory per waiting stream"])  # RSS may even shrink a little
+    assert re.fullmatch(r"[0-9]+ → [0-9]+", rows["API threads: none waiting → all waiting"])

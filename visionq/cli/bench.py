@@ -536,3 +536,51 @@ def reconcile(
     for label, value in reconcile_bench.summary(result):
         table.add_row(label, value)
     out.print(table)
+
+
+@app.command()
+def streams(
+    streams: Annotated[
+        int, typer.Option("--streams", "-n", min=1, max=20_000, help="Streams at once.")
+    ] = 1000,
+    jobs: Annotated[int, typer.Option(min=1, max=1000, help="Jobs the streams follow, spread evenly.")] = 20,
+    broker: Annotated[
+        str, typer.Option(help="Broker of the stack it starts: rabbitmq, redis or embedded.")
+    ] = "embedded",
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="Database of the stack; default VISIONQ_DATABASE_URL, else SQLite (embedded)."),
+    ] = None,
+    idle: Annotated[float, typer.Option(min=1, max=600, help="Seconds the waiting API is read.")] = 10.0,
+) -> None:
+    """What N event streams (GET /v1/jobs/{id}/events) waiting at once cost the API (memory, threads,
+    CPU), and how long a job's end takes to reach each of them."""
+    from visionq.bench import service as bench
+    from visionq.bench import streams as streams_bench
+
+    settings = load_settings()
+    if broker not in ("rabbitmq", "redis", "embedded"):
+        raise typer.BadParameter("one of rabbitmq, redis, embedded", param_hint="--broker")
+    config = bench.StackConfig(
+        broker=broker,
+        broker_url=None if broker == "embedded" else (settings.broker_url or _LOCAL_BROKERS[broker]),
+        database_url=database_url or (None if broker == "embedded" else settings.database_url),
+        runtime=settings.runtime,
+        workers=1,
+        models_dir=settings.models_dir,
+    )
+    database = "postgresql" if (config.database_url or "").startswith("postgresql") else "sqlite"
+    with reported_errors():
+        photo = sample_photos(settings)["zidane.jpg"].read_bytes()
+        scratch = bench.scratch_dir(settings.data_dir / "bench")
+        out.print(
+            f"{streams:,} streams over {jobs} jobs, on a new stack: api + worker on {broker} and {database}"
+        )
+        with bench.ServiceStack(config, scratch) as stack:
+            result = streams_bench.run(stack, photo, streams=streams, jobs=jobs, idle_s=idle)
+    table = Table(title="Event streams waiting at once", show_header=False)
+    for label, value in streams_bench.summary(result):
+        table.add_row(label, value)
+    out.print(table)
+    if result.ended < result.streams:
+        raise typer.Exit(1)
