@@ -152,7 +152,12 @@ def test_a_retry_survives_the_worker_being_killed(
     receiver = Receiver(statuses=[500])
     with receiving(receiver) as base:
         job_id = submit(service, samples["bus.jpg"], f"{base}/hook")
-        wait_until(lambda: receiver.count() >= 1, timeout_s=60, what="a first failed try")
+        # The first try answered, and recorded: the retry now waits out its countdown in the worker.
+        wait_until(
+            lambda: service.client.get(f"/v1/jobs/{job_id}").json()["webhook"]["attempts"] == 1,
+            timeout_s=60,
+            what="a first failed try recorded",
+        )
         os.killpg(service.procs.pid("worker"), signal.SIGKILL)
         service.procs.proc("worker").wait(30)
         assert receiver.count() == 1  # killed while its retry waited
