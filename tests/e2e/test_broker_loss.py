@@ -61,6 +61,7 @@ def service(request: pytest.FixtureRequest, tmp_path: Path, model_cache: ModelCa
         yield running
 
 
+@pytest.mark.long
 def test_a_redis_restart_with_a_backlog_queued_loses_no_accepted_job(
     service: Service, samples: dict[str, bytes], capsys: pytest.CaptureFixture[str]
 ) -> None:

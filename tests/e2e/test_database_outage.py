@@ -27,6 +27,7 @@ OUTAGE_S = float(os.environ.get("VISIONQ_TEST_PG_OUTAGE_S", "60"))
 
 pytestmark = [
     pytest.mark.faults,
+    pytest.mark.long,
     pytest.mark.slow,
     pytest.mark.rabbitmq,
     pytest.mark.postgres,

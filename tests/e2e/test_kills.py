@@ -67,6 +67,11 @@ def test_pool_children_killed_again_and_again_under_200_jobs_lose_none(
     assert outcome.redeliveries <= kills  # a kill interrupts at most the one job its child was running
 
 
+@pytest.mark.parametrize(
+    "service",
+    ["rabbitmq-postgres", pytest.param("redis-postgres", marks=[pytest.mark.redis, pytest.mark.long])],
+    indirect=True,
+)
 def test_the_whole_worker_killed_mid_load_then_a_fresh_one_loses_none(
     service: Service, samples: dict[str, bytes], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -108,6 +113,7 @@ def _ready(service: Service, name: str) -> bool:
     return " ready." in service.procs.output(name)
 
 
+@pytest.mark.long
 def test_the_embedded_workers_killed_mid_write_three_times_lose_none(
     embedded_service: Service, samples: dict[str, bytes], capsys: pytest.CaptureFixture[str]
 ) -> None:
