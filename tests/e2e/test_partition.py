@@ -195,7 +195,13 @@ def test_a_worker_cut_off_mid_job_loses_it_to_another_and_only_the_others_result
     assert (final.finished_at, final.timings_ms) == (done.finished_at, done.timings_ms)
     assert f"job {job_id} succeeded" not in its_log
     if late_write == LATE_WRITE_FAILS:  # failed while the link was down, not when it came back
-        assert "visionq.errors.DatabaseUnavailable" in log_in_partition
+        # Or never written: the cut can end the worker's broker connection at once instead of leaving
+        # it silent (seen once in CI: "Server unexpectedly closed connection" a second after the cut,
+        # the test's forwarder closing its side), and Celery then cancels the task before its write.
+        assert (
+            "visionq.errors.DatabaseUnavailable" in log_in_partition
+            or "SIGTERM from the worker's main process: the task is cancelled" in log_in_partition
+        ), log_in_partition
         assert "finished elsewhere" not in its_log
     else:  # waited for the link, and arrived after the other worker's result
         assert "finished elsewhere" not in log_in_partition
