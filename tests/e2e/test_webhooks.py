@@ -9,6 +9,7 @@ import signal
 import socket
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 from tests.e2e.stack import Service, running_service, wait_finished
 from tests.helpers import wait_until
 from tests.webhooks.receiver import Receiver, receiving
+from visionq import constants
 from visionq.models.cache import ModelCache
 from visionq.webhooks import verify
 from visionq.webhooks.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER
@@ -27,18 +29,30 @@ SECRET = "s3cret-for-the-e2e-tests"
 _DISTRIBUTED = pytest.param("rabbitmq-postgres", marks=[pytest.mark.rabbitmq, pytest.mark.postgres])
 
 
-@pytest.fixture(params=["embedded", _DISTRIBUTED])
-def service(request: pytest.FixtureRequest, tmp_path: Path, model_cache: ModelCache) -> Iterator[Service]:
-    # The receivers listen on the loopback: the service is told it may call back there.
-    with running_service(
+def webhook_service(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    model_cache: ModelCache,
+    *,
+    retry_s: str,
+    max_attempts: str = str(constants.WEBHOOK_MAX_ATTEMPTS),
+) -> AbstractContextManager[Service]:
+    """A service signing webhooks with SECRET; the receivers listen on the loopback, so it may call
+    back there."""
+    return running_service(
         request,
         tmp_path,
         model_cache,
         webhook_secret=SECRET,
         webhook_allow_private="true",
-        webhook_retry_s="0.5",
-        webhook_max_attempts="4",
-    ) as svc:
+        webhook_retry_s=retry_s,
+        webhook_max_attempts=max_attempts,
+    )
+
+
+@pytest.fixture(params=["embedded", _DISTRIBUTED])
+def service(request: pytest.FixtureRequest, tmp_path: Path, model_cache: ModelCache) -> Iterator[Service]:
+    with webhook_service(request, tmp_path, model_cache, retry_s="0.5", max_attempts="4") as svc:
         yield svc
 
 
@@ -132,14 +146,7 @@ def slowly_retrying(
     request: pytest.FixtureRequest, tmp_path: Path, model_cache: ModelCache
 ) -> Iterator[Service]:
     """RabbitMQ + PostgreSQL, a webhook's first retry 5 s after its first try."""
-    with running_service(
-        request,
-        tmp_path,
-        model_cache,
-        webhook_secret=SECRET,
-        webhook_allow_private="true",
-        webhook_retry_s="5",
-    ) as svc:
+    with webhook_service(request, tmp_path, model_cache, retry_s="5") as svc:
         yield svc
 
 

@@ -53,15 +53,16 @@ class JobPublisher:
         still in flight then may yet reach the broker: a message for a job the caller discards, which
         a worker leaves alone (the claim finds no job).
         """
-        self._publish(constants.DETECT_TASK, constants.QUEUE, job_id)
+        # The job id as the task id: Flower and `celery inspect` show the job's own id.
+        self._publish(constants.DETECT_TASK, constants.QUEUE, job_id, task_id=job_id)
 
     def publish_webhook(self, job_id: str) -> None:
         """Send the webhook of finished job `job_id` to the workers (its own queue); raises as `publish`.
         A second message for one webhook sends nothing twice: a delivered webhook is not pending."""
         self._publish(constants.WEBHOOK_TASK, constants.WEBHOOK_QUEUE, job_id)
 
-    def _publish(self, task: str, queue: str, job_id: str) -> None:
-        sending = self._sender.submit(self._send, task, queue, job_id)
+    def _publish(self, task: str, queue: str, job_id: str, *, task_id: str | None = None) -> None:
+        sending = self._sender.submit(self._send, task, queue, job_id, task_id)
         try:
             sending.result(timeout=self._timeout_s)
         except FutureTimeout:
@@ -72,13 +73,12 @@ class JobPublisher:
         except self._errors as exc:
             raise BrokerUnavailable(f"cannot publish job {job_id} to the broker: {_describe(exc)}") from exc
 
-    def _send(self, task: str, queue: str, job_id: str) -> None:
+    def _send(self, task: str, queue: str, job_id: str, task_id: str | None) -> None:
         with self._app.producer_pool.acquire(block=True, timeout=self._timeout_s) as producer:
             self._app.send_task(
                 task,
                 args=[job_id],
-                # The job id as a detection's task id: Flower and `celery inspect` show the job's own id.
-                task_id=job_id if task == constants.DETECT_TASK else None,
+                task_id=task_id,
                 queue=queue,
                 producer=producer,
                 timeout=self._timeout_s,

@@ -24,9 +24,15 @@ _SCHEMES = {"http": 80, "https": 443}
 def check_callback_url(url: str, *, allow_private: bool) -> SplitResult:
     """The URL, split, when it may be called back (http or https to a public address); else
     InvalidRequest with the code `invalid_callback_url` saying why."""
+    return resolve_callback_url(url, allow_private=allow_private)[0]
+
+
+def resolve_callback_url(url: str, *, allow_private: bool) -> tuple[SplitResult, int, list[IPAddress]]:
+    """The URL split, its port, and the addresses its host resolves to, when it may be called back;
+    InvalidRequest as `check_callback_url` otherwise. One resolution: a delivery connects to these."""
     parts = _parse(url)
-    public_addresses(parts.hostname or "", _port(parts), allow_private=allow_private)
-    return parts
+    port = parts.port or _SCHEMES[parts.scheme]
+    return parts, port, public_addresses(parts.hostname or "", port, allow_private=allow_private)
 
 
 def public_addresses(host: str, port: int, *, allow_private: bool) -> list[IPAddress]:
@@ -64,10 +70,6 @@ def _parse(url: str) -> SplitResult:
     if parts.fragment:
         raise _refused("it has a fragment (#...), which is never sent")
     return parts
-
-
-def _port(parts: SplitResult) -> int:
-    return parts.port or _SCHEMES[parts.scheme]
 
 
 def _address(text: str) -> IPAddress:

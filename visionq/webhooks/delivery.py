@@ -9,7 +9,7 @@ import httpx
 
 from visionq import __version__, constants
 from visionq.errors import InvalidRequest
-from visionq.webhooks.address import check_callback_url, public_addresses
+from visionq.webhooks.address import resolve_callback_url
 from visionq.webhooks.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 DELIVERY_HEADER = "Visionq-Delivery"
@@ -39,12 +39,10 @@ def deliver(
     point anywhere, the checks would not have seen it.
     """
     try:
-        parts = check_callback_url(url, allow_private=allow_private)
-        host = parts.hostname or ""
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        address = public_addresses(host, port, allow_private=allow_private)[0]
+        parts, port, addresses = resolve_callback_url(url, allow_private=allow_private)
     except InvalidRequest as exc:
         raise DeliveryFailed(exc.message) from None
+    host, address = parts.hostname or "", addresses[0]
     pinned = f"[{address}]" if isinstance(address, ipaddress.IPv6Address) else str(address)
     target = parts._replace(netloc=f"{pinned}:{port}").geturl()
     timestamp = int(time.time())

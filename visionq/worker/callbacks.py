@@ -15,6 +15,7 @@ import random
 from collections.abc import Callable
 
 from visionq import constants
+from visionq.store import WebhookStatus
 from visionq.store.webhooks import WebhookStore
 from visionq.views import JobOut
 from visionq.webhooks import DeliveryFailed, deliver
@@ -30,7 +31,7 @@ def try_webhook(runtime: Runtime, job_id: str) -> float | None:
     job = runtime.store.get(job_id)
     if job is None or job.callback_url is None or not job.status.terminal:
         return None
-    if job.webhook_status is None or job.webhook_status.value != "pending":
+    if job.webhook_status is not WebhookStatus.PENDING:
         return None  # a second message for a webhook already delivered or given up
     webhooks = WebhookStore(runtime.store.engine)
     about = {"job_id": job_id}
